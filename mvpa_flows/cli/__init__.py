@@ -1,0 +1,1 @@
+"""The ``mvpa-flows`` BIDS-App and the demo."""

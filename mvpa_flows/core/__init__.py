@@ -1,0 +1,1 @@
+"""Pure functions on numpy arrays and nibabel images (no Nipype, no pybids)."""

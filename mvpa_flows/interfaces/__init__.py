@@ -1,0 +1,1 @@
+"""Thin Nipype interfaces over :mod:`mvpa_flows.core`."""

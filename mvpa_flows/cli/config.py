@@ -1,0 +1,170 @@
+"""The run configuration: command line + analysis spec + schema defaults, validated."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jsonschema
+
+from mvpa_flows import bids_specs
+from mvpa_flows.cli.parser import UsageError
+
+LEVELS = ("participant", "group")
+PARTICIPANT_ANALYSES = ("ftest", "searchlight")
+GROUP_ANALYSES = ("searchlight", "hyperalignment")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; built once by :func:`build_config`."""
+
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str
+    fmriprep_dir: Path
+    work_dir: Path
+    participant_label: list | None = None
+    task: str | None = None
+    space: str | None = None
+    conditions: list | None = None
+    contrast_label: str | None = None
+    confounds: list | None = None
+    detrend: bool = True
+    standardize: str = "zscore_run"
+    hrf_delay: float = 0.0
+    analyses: list = field(default_factory=lambda: ["ftest"])
+    radius: float = 5.6
+    estimator: str = "svc"
+    cv: str = "loro"
+    scoring: str = "accuracy"
+    n_permutations: int = 0
+    process_mask: str | None = None
+    roi_mask: str | None = None
+    ha_train_runs: list | None = None
+    ha_test_runs: list | None = None
+    bsc: str = "segments"
+    segment_length: float = 18.0
+    random_seed: int | None = None
+    bids_filters: dict = field(default_factory=dict)
+    bids_database_dir: Path | None = None
+    skip_bids_validation: bool = False
+    nprocs: int = 1
+    omp_nthreads: int = 1
+    mem_gb: float | None = None
+    plugin: dict = field(default_factory=dict)
+    stop_on_first_crash: bool = False
+    write_graph: bool = False
+    verbose: int = 0
+    command_line: str = ""
+    subject_data: dict = field(default_factory=dict)
+
+    @property
+    def dataset_links(self):
+        """Dataset name -> root, for BIDS URIs and dataset_description.json."""
+        return {"raw": str(self.bids_dir), "fmriprep": str(self.fmriprep_dir)}
+
+    def parameters(self):
+        """The analysis choices, as recorded in logs and the report."""
+        schema = bids_specs.load("analysis.schema.json")["properties"]
+        return {key: getattr(self, key) for key in schema}
+
+
+def load_spec(path):
+    """Read and validate an analysis spec file against ``analysis.schema.json``."""
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"--spec {path}: no such file.") from None
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--spec {path} is not valid JSON: {err}.") from None
+    validate_spec(spec, str(path))
+    return spec
+
+
+def validate_spec(spec, source="analysis spec"):
+    """Raise :class:`UsageError` naming the key and what the schema expects."""
+    schema = bids_specs.load("analysis.schema.json")
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(spec), key=lambda e: list(e.path)
+    )
+    if errors:
+        lines = [
+            f"  {'/'.join(map(str, e.path)) or '(top level)'}: {e.message}" for e in errors
+        ]
+        raise UsageError(
+            f"{source} does not follow bids_specs/analysis.schema.json:\n" + "\n".join(lines)
+        )
+
+
+def _load_plugin(path):
+    if path is None:
+        return {}
+    text = Path(path).read_text()
+    if str(path).endswith((".yml", ".yaml")):
+        import yaml
+
+        plugin = yaml.safe_load(text)
+    else:
+        plugin = json.loads(text)
+    if not isinstance(plugin, dict) or "plugin" not in plugin:
+        raise UsageError(
+            f"--use-plugin {path}: expected a mapping with 'plugin' (and optional "
+            "'plugin_args'), as fMRIPrep accepts, e.g. {plugin: MultiProc, plugin_args: "
+            "{n_procs: 4}}."
+        )
+    return plugin
+
+
+def build_config(args, argv=None):
+    """Resolve the configuration from parsed ``args`` (explicit flags > spec > defaults)."""
+    schema = bids_specs.load("analysis.schema.json")["properties"]
+    spec = load_spec(args.spec) if args.spec else {}
+    values = {key: prop.get("default") for key, prop in schema.items()}
+    values["participant_label"] = None
+    values.update(spec)
+    for key in schema:
+        given = getattr(args, key, None)
+        if given is not None:
+            values[key] = given
+    if values.get("participant_label"):
+        values["participant_label"] = [
+            p[4:] if p.startswith("sub-") else p for p in values["participant_label"]
+        ]
+    validate_spec({k: v for k, v in values.items() if v is not None}, "the options given")
+
+    level = args.analysis_level
+    bids_dir = Path(args.bids_dir).absolute()
+    output_dir = Path(args.output_dir).absolute()
+    derivatives = dict(args.derivatives or [])
+    fmriprep_dir = Path(derivatives.get("fmriprep", bids_dir / "derivatives" / "fmriprep"))
+    work_dir = Path(args.work_dir or output_dir.parent / "work-mvpa_flows").absolute()
+    filters = {}
+    if args.bids_filter_file:
+        try:
+            filters = json.loads(Path(args.bids_filter_file).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise UsageError(f"--bids-filter-file {args.bids_filter_file}: {err}") from None
+    nprocs = args.nprocs or os.cpu_count() or 1
+    return RunConfig(
+        bids_dir=bids_dir,
+        output_dir=output_dir,
+        analysis_level=level,
+        fmriprep_dir=fmriprep_dir.absolute(),
+        work_dir=work_dir,
+        bids_filters=filters,
+        bids_database_dir=args.bids_database_dir,
+        skip_bids_validation=args.skip_bids_validation,
+        nprocs=nprocs,
+        omp_nthreads=args.omp_nthreads or 1,
+        mem_gb=args.mem_gb,
+        plugin=_load_plugin(args.use_plugin),
+        stop_on_first_crash=args.stop_on_first_crash,
+        write_graph=args.write_graph,
+        verbose=args.verbose_count,
+        command_line=" ".join(argv) if argv else "",
+        **values,
+    )

@@ -1,0 +1,78 @@
+"""Running a Nipype graph with the run's plugin settings and reporting failures."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("mvpa_flows")
+
+
+def plugin_settings(config):
+    """Nipype plugin and arguments from ``--use-plugin`` or ``--nprocs``/``--mem``."""
+    if config.plugin:
+        settings = {"plugin": config.plugin["plugin"],
+                    "plugin_args": dict(config.plugin.get("plugin_args") or {})}
+    elif config.nprocs > 1:
+        settings = {"plugin": "MultiProc", "plugin_args": {"n_procs": config.nprocs}}
+        if config.mem_gb:
+            settings["plugin_args"]["memory_gb"] = config.mem_gb
+    else:
+        settings = {"plugin": "Linear", "plugin_args": {}}
+    if settings["plugin"] == "MultiProc":
+        settings["plugin_args"].setdefault("raise_insufficient", False)
+        settings["plugin_args"].setdefault("maxtasksperchild", 1)
+    return settings
+
+
+def configure_nipype(workflow, config, crash_dir):
+    """Point crash files to ``crash_dir`` and set execution options on ``workflow``."""
+    workflow.config["execution"].update({
+        "crashdump_dir": str(crash_dir),
+        "crashfile_format": "txt",
+        "stop_on_first_crash": str(bool(config.stop_on_first_crash)).lower(),
+        "remove_unnecessary_outputs": "false",
+    })
+    workflow.config["monitoring"] = {"enabled": "false"}
+
+
+def crash_messages(crash_dir):
+    """Return (node, last error line) for each crash file in ``crash_dir``."""
+    found = []
+    for path in sorted(Path(crash_dir).glob("crash-*.txt")):
+        text = path.read_text(errors="replace")
+        node = next(
+            (line.split(":", 1)[1].strip() for line in text.splitlines()
+             if line.startswith("Node:")),
+            path.name,
+        )
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        error = next(
+            (line for line in reversed(lines) if "Error" in line.split(":", 1)[0]),
+            lines[-1] if lines else "",
+        )
+        found.append((node, error.strip(), path))
+    return found
+
+
+def run_workflow(workflow, config, crash_dir):
+    """Run ``workflow``; return 0, or 1 after printing each failed node's error."""
+    from threadpoolctl import threadpool_limits
+
+    configure_nipype(workflow, config, crash_dir)
+    if config.write_graph:
+        workflow.write_graph(graph2use="colored", format="svg", simple_form=True)
+    before = set(Path(crash_dir).glob("crash-*.txt")) if Path(crash_dir).exists() else set()
+    try:
+        with threadpool_limits(limits=config.omp_nthreads):
+            workflow.run(**plugin_settings(config))
+    except Exception as err:  # noqa: BLE001 - Nipype raises RuntimeError or node errors
+        crashes = [c for c in crash_messages(crash_dir) if c[2] not in before]
+        print("mvpa-flows: the workflow did not finish.", file=sys.stderr)
+        for node, message, path in crashes:
+            print(f"  node {node}: {message}\n    (details: {path})", file=sys.stderr)
+        if not crashes:
+            print(f"  {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0

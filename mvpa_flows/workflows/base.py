@@ -1,0 +1,104 @@
+"""Top-level workflows: the whole run and one subject."""
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from mvpa_flows.workflows.participant import init_mvpa_wf
+
+
+def init_mvpa_flows_wf(config):
+    """
+    Build the participant-level workflow of a run: one sub-workflow per subject.
+
+    This and the CLI are the only places that read the run configuration; everything
+    below receives plain keyword arguments.
+
+    Workflow Graph
+        ``mvpa_flows_wf`` holds one ``single_subject_<label>_wf`` per subject, each
+        wrapping :func:`init_single_subject_wf`.
+
+    Parameters
+    ----------
+    config : mvpa_flows.cli.config.RunConfig
+        The resolved run configuration, with ``subject_data`` filled by input
+        collection.
+    """
+    from nipype.pipeline.engine import Workflow
+
+    workflow = Workflow(name="mvpa_flows_wf")
+    workflow.base_dir = str(config.work_dir)
+    for subject, subject_data in config.subject_data.items():
+        single = init_single_subject_wf(
+            subject_id=subject,
+            subject_data=subject_data,
+            output_dir=str(config.output_dir),
+            dataset_links=config.dataset_links,
+            analyses=[a for a in config.analyses if a in ("ftest",)],
+            conditions=config.conditions,
+            contrast_label=config.contrast_label,
+            confounds=config.confounds,
+            detrend=config.detrend,
+            standardize=config.standardize,
+            hrf_delay=config.hrf_delay,
+        )
+        workflow.add_nodes([single])
+    return workflow
+
+
+def init_single_subject_wf(*, subject_id, subject_data, name=None, **mvpa_kwargs):
+    """
+    Feed one subject's collected BIDS inputs to :func:`init_mvpa_wf`.
+
+    Workflow Graph
+        .. workflow::
+            :graph2use: orig
+            :simple_form: yes
+
+            from mvpa_flows.workflows.base import init_single_subject_wf
+            wf = init_single_subject_wf(
+                subject_id="01", output_dir=".",
+                subject_data={"bold": [], "mask": [], "events": [], "confounds": [],
+                              "runs": [], "bold_metadata": []},
+            )
+
+    Parameters
+    ----------
+    subject_id : str
+        Label without ``sub-``.
+    subject_data : dict
+        Output of :func:`mvpa_flows.interfaces.bids.collect_inputs`.
+    name : str or None
+        Workflow name (default ``single_subject_<label>_wf``).
+    **mvpa_kwargs
+        Passed to :func:`~mvpa_flows.workflows.participant.init_mvpa_wf`.
+    """
+    from nipype.pipeline.engine import Workflow
+
+    workflow = Workflow(name=name or f"single_subject_{subject_id}_wf")
+    bidssrc = pe.Node(
+        niu.IdentityInterface(
+            fields=["bold_file", "bold_mask", "confounds_file", "events_file", "runs",
+                    "repetition_time"]
+        ),
+        name="bidssrc",
+    )
+    bidssrc.inputs.bold_file = list(subject_data["bold"])
+    bidssrc.inputs.bold_mask = list(subject_data["mask"])
+    bidssrc.inputs.events_file = list(subject_data["events"])
+    bidssrc.inputs.confounds_file = list(subject_data["confounds"])
+    bidssrc.inputs.runs = list(subject_data["runs"])
+    bidssrc.inputs.repetition_time = [
+        float(meta["RepetitionTime"]) for meta in subject_data["bold_metadata"]
+    ]
+    mvpa_wf = init_mvpa_wf(**mvpa_kwargs)
+    workflow.connect([
+        (bidssrc, mvpa_wf, [
+            ("bold_file", "inputnode.bold_file"),
+            ("bold_mask", "inputnode.bold_mask"),
+            ("confounds_file", "inputnode.confounds_file"),
+            ("events_file", "inputnode.events_file"),
+            ("runs", "inputnode.runs"),
+            ("repetition_time", "inputnode.repetition_time"),
+        ]),
+    ])  # fmt:skip
+    return workflow

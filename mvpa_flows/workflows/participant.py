@@ -1,0 +1,203 @@
+"""The participant-level MVPA sub-workflow, connectable after fMRIPrep."""
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from mvpa_flows.interfaces.bids import DerivativesDataSink
+from mvpa_flows.workflows.ftest import init_ftest_wf
+from mvpa_flows.workflows.prepare import init_prepare_wf
+
+#: Input fields of :func:`init_mvpa_wf`; fMRIPrep's own names are accepted as aliases.
+INPUT_FIELDS = [
+    "bold_file", "bold_mask", "confounds_file", "events_file", "source_file", "runs",
+    "repetition_time",
+]
+FMRIPREP_ALIASES = {"bold_std": "bold_file", "bold_mask_std": "bold_mask",
+                    "confounds": "confounds_file"}
+
+
+def _pick(primary=None, alias=None):
+    """Return ``primary`` unless it is unset, else ``alias``."""
+    from nipype.interfaces.base import isdefined
+
+    return primary if isdefined(primary) and primary else alias
+
+
+def _sources(bold_file=None, bold_mask=None, events_file=None, confounds_file=None,
+             source_file=None):
+    """Flatten the inputs of an analysis into the sidecars' Sources list."""
+    from nipype.interfaces.base import isdefined
+
+    files = []
+    for group in (source_file, bold_file, bold_mask, events_file, confounds_file):
+        if isdefined(group) and group:
+            files.extend(f for f in (group if isinstance(group, list) else [group]) if f)
+    return list(dict.fromkeys(files))
+
+
+def init_mvpa_wf(
+    *,
+    output_dir,
+    analyses=("ftest",),
+    dataset_links=None,
+    conditions=None,
+    contrast_label=None,
+    confounds=None,
+    detrend=True,
+    standardize="zscore_run",
+    hrf_delay=0.0,
+    name="mvpa_wf",
+):
+    """
+    One subject's MVPA: samples, the chosen analyses and their BIDS-Derivatives.
+
+    Connect it after fMRIPrep in a user's own graph: the inputnode takes fMRIPrep's
+    field names (``bold_file``/``bold_std``, ``bold_mask``/``bold_mask_std``,
+    ``confounds_file``/``confounds``) plus ``events_file`` from the raw dataset; each is
+    a list with one entry per run.
+
+    Workflow Graph
+        .. workflow::
+            :graph2use: orig
+            :simple_form: yes
+
+            from mvpa_flows.workflows.participant import init_mvpa_wf
+            wf = init_mvpa_wf(output_dir=".")
+
+    Parameters
+    ----------
+    output_dir : str
+        Derivatives root; outputs are named from ``bids_specs/mvpa_flows.json``.
+    analyses : sequence of {"ftest"}
+        Analyses to run.
+    dataset_links : dict or None
+        Dataset name -> root, so sidecars cite ``bids:<name>:<path>`` URIs.
+    conditions, confounds, detrend, standardize, hrf_delay
+        See :func:`~mvpa_flows.workflows.prepare.init_prepare_wf`.
+    contrast_label : str or None
+        Value of the ``contrast-`` entity (default: the conditions in camelCase joined
+        by ``Vs``).
+    name : str
+        Workflow name.
+
+    Inputs
+    ------
+    bold_file, bold_std
+        Preprocessed BOLD series per run.
+    bold_mask, bold_mask_std
+        Brain masks per run.
+    confounds_file, confounds
+        fMRIPrep confounds per run (optional).
+    events_file
+        Raw BIDS events per run.
+    source_file
+        File(s) whose entities name the outputs (default: the BOLD series).
+    runs
+        Run labels (default 1..n).
+    repetition_time
+        TR per run (default: the NIfTI header).
+
+    Outputs
+    -------
+    samples_file, mask_file
+        Sample table and analysis mask (work directory copies).
+    f_map, p_map
+        F-test maps (when ``"ftest"`` is among ``analyses``).
+    """
+    from nipype.pipeline.engine import Workflow
+
+    unknown = sorted(set(analyses) - {"ftest"})
+    if unknown:
+        raise ValueError(
+            f"analyses {unknown} are not participant analyses of this workflow; choose "
+            "from ['ftest']."
+        )
+    workflow = Workflow(name=name)
+    inputnode = pe.Node(
+        niu.IdentityInterface(fields=INPUT_FIELDS + list(FMRIPREP_ALIASES)), name="inputnode"
+    )
+    outputnode = pe.Node(
+        niu.IdentityInterface(fields=["samples_file", "mask_file", "f_map", "p_map"]),
+        name="outputnode",
+    )
+    picks = {
+        field: pe.Node(niu.Function(function=_pick, output_names=["out"]), name=f"pick_{field}")
+        for field in FMRIPREP_ALIASES.values()
+    }
+    sources = pe.Node(niu.Function(function=_sources, output_names=["out"]), name="sources")
+    prepare_wf = init_prepare_wf(
+        conditions=conditions, confounds=confounds, detrend=detrend,
+        standardize=standardize, hrf_delay=hrf_delay,
+    )
+    prepare_wf.get_node("prepare_samples").inputs.contrast_label = contrast_label
+
+    def sink(node_name, entities, description):
+        return pe.Node(
+            DerivativesDataSink(
+                base_directory=str(output_dir), entities=entities,
+                dataset_links=dict(dataset_links or {}),
+                metadata={"Description": description},
+            ),
+            name=node_name, run_without_submitting=True,
+        )
+
+    ds_mask = sink("ds_mask", {"desc": "analysis", "suffix": "mask"},
+                   "Analysis mask: the intersection of the runs' brain masks.")
+    ds_samples = sink("ds_samples", {"suffix": "samples", "space": None},
+                      "Labelled samples: one row per volume kept (run, volume index, "
+                      "acquisition onset in seconds, label); runs are the CV groups.")
+    for alias, field in FMRIPREP_ALIASES.items():
+        workflow.connect([
+            (inputnode, picks[field], [(field, "primary"), (alias, "alias")]),
+            (picks[field], prepare_wf, [("out", f"inputnode.{field}")]),
+            (picks[field], sources, [("out", field)]),
+        ])  # fmt:skip
+    workflow.connect([
+        (inputnode, prepare_wf, [
+            ("events_file", "inputnode.events_file"),
+            ("runs", "inputnode.runs"),
+            ("repetition_time", "inputnode.repetition_time"),
+        ]),
+        (inputnode, sources, [("events_file", "events_file"), ("source_file", "source_file")]),
+        (prepare_wf, outputnode, [
+            ("outputnode.samples_file", "samples_file"),
+            ("outputnode.mask_file", "mask_file"),
+        ]),
+        (sources, ds_mask, [("out", "source_files")]),
+        (sources, ds_samples, [("out", "source_files")]),
+        (prepare_wf, ds_mask, [("outputnode.mask_file", "in_file")]),
+        (prepare_wf, ds_samples, [("outputnode.samples_file", "in_file"),
+                                  (("outputnode.info", _listify), "extra_metadata")]),
+    ])  # fmt:skip
+
+    if "ftest" in analyses:
+        ftest_wf = init_ftest_wf()
+        meta = pe.Node(niu.Merge(2), name="ftest_metadata")
+        ds_f = sink("ds_ftest_f", {"stat": "F", "desc": "anova", "suffix": "statmap"},
+                    "One-way ANOVA F statistic across conditions (sklearn f_classif).")
+        ds_p = sink("ds_ftest_p", {"stat": "p", "desc": "anova", "suffix": "statmap"},
+                    "Uncorrected p-value of the one-way ANOVA F statistic.")
+        workflow.connect([
+            (prepare_wf, ftest_wf, [
+                ("outputnode.data_file", "inputnode.data_file"),
+                ("outputnode.samples_file", "inputnode.samples_file"),
+                ("outputnode.mask_file", "inputnode.mask_file"),
+            ]),
+            (prepare_wf, meta, [("outputnode.info", "in1")]),
+            (ftest_wf, meta, [("outputnode.metadata", "in2")]),
+            (ftest_wf, ds_f, [("outputnode.f_map", "in_file")]),
+            (ftest_wf, ds_p, [("outputnode.p_map", "in_file")]),
+            (meta, ds_f, [("out", "extra_metadata")]),
+            (meta, ds_p, [("out", "extra_metadata")]),
+            (sources, ds_f, [("out", "source_files")]),
+            (sources, ds_p, [("out", "source_files")]),
+            (ftest_wf, outputnode, [("outputnode.f_map", "f_map"),
+                                    ("outputnode.p_map", "p_map")]),
+        ])  # fmt:skip
+        for node in (ds_f, ds_p):
+            workflow.connect(prepare_wf, "outputnode.contrast", node, "contrast")
+    return workflow
+
+
+def _listify(value):
+    return [value]

@@ -20,7 +20,5 @@ def _load_cached(name):
 def load(name):
     """Return the parsed JSON spec ``name`` (a copy, safe to modify)."""
     if name not in SPEC_FILES and not name.startswith("examples/"):
-        raise ValueError(
-            f"Unknown spec file {name!r}; expected one of {', '.join(SPEC_FILES)}."
-        )
+        raise ValueError(f"Unknown spec file {name!r}; expected one of {', '.join(SPEC_FILES)}.")
     return json.loads(json.dumps(_load_cached(name)))

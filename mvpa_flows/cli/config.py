@@ -92,9 +92,7 @@ def validate_spec(spec, source="analysis spec"):
         jsonschema.Draft202012Validator(schema).iter_errors(spec), key=lambda e: list(e.path)
     )
     if errors:
-        lines = [
-            f"  {'/'.join(map(str, e.path)) or '(top level)'}: {e.message}" for e in errors
-        ]
+        lines = [f"  {'/'.join(map(str, e.path)) or '(top level)'}: {e.message}" for e in errors]
         raise UsageError(
             f"{source} does not follow bids_specs/analysis.schema.json:\n" + "\n".join(lines)
         )

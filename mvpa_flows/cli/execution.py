@@ -12,8 +12,10 @@ logger = logging.getLogger("mvpa_flows")
 def plugin_settings(config):
     """Nipype plugin and arguments from ``--use-plugin`` or ``--nprocs``/``--mem``."""
     if config.plugin:
-        settings = {"plugin": config.plugin["plugin"],
-                    "plugin_args": dict(config.plugin.get("plugin_args") or {})}
+        settings = {
+            "plugin": config.plugin["plugin"],
+            "plugin_args": dict(config.plugin.get("plugin_args") or {}),
+        }
     elif config.nprocs > 1:
         settings = {"plugin": "MultiProc", "plugin_args": {"n_procs": config.nprocs}}
         if config.mem_gb:
@@ -28,12 +30,14 @@ def plugin_settings(config):
 
 def configure_nipype(workflow, config, crash_dir):
     """Point crash files to ``crash_dir`` and set execution options on ``workflow``."""
-    workflow.config["execution"].update({
-        "crashdump_dir": str(crash_dir),
-        "crashfile_format": "txt",
-        "stop_on_first_crash": str(bool(config.stop_on_first_crash)).lower(),
-        "remove_unnecessary_outputs": "false",
-    })
+    workflow.config["execution"].update(
+        {
+            "crashdump_dir": str(crash_dir),
+            "crashfile_format": "txt",
+            "stop_on_first_crash": str(bool(config.stop_on_first_crash)).lower(),
+            "remove_unnecessary_outputs": "false",
+        }
+    )
     workflow.config["monitoring"] = {"enabled": "false"}
 
 
@@ -43,8 +47,11 @@ def crash_messages(crash_dir):
     for path in sorted(Path(crash_dir).glob("crash-*.txt")):
         text = path.read_text(errors="replace")
         node = next(
-            (line.split(":", 1)[1].strip() for line in text.splitlines()
-             if line.startswith("Node:")),
+            (
+                line.split(":", 1)[1].strip()
+                for line in text.splitlines()
+                if line.startswith("Node:")
+            ),
             path.name,
         )
         lines = [line for line in text.strip().splitlines() if line.strip()]

@@ -60,37 +60,59 @@ def build_parser():
     parser.add_argument("bids_dir", type=Path, help="raw BIDS dataset (events live here)")
     parser.add_argument("output_dir", type=Path, help="derivatives output folder")
     parser.add_argument(
-        "analysis_level", help="'participant' or 'group'",
+        "analysis_level",
+        help="'participant' or 'group'",
     )
     parser.add_argument("--version", action="version", version=f"mvpa-flows {__version__}")
     g = parser.add_argument_group("inputs")
     g.add_argument(
-        "-d", "--derivatives", type=_derivative, nargs="+", metavar="NAME=PATH",
+        "-d",
+        "--derivatives",
+        type=_derivative,
+        nargs="+",
+        metavar="NAME=PATH",
         help="derivatives to use; fmriprep=PATH (default BIDS_DIR/derivatives/fmriprep)",
     )
     g.add_argument(
-        "--participant-label", "--participant_label", dest="participant_label", nargs="+",
-        type=_label, help="subjects to analyse, with or without 'sub-' (default: all)",
+        "--participant-label",
+        "--participant_label",
+        dest="participant_label",
+        nargs="+",
+        type=_label,
+        help="subjects to analyse, with or without 'sub-' (default: all)",
     )
     g.add_argument("-t", "--task", "--task-id", dest="task", help=help_of("task"))
     g.add_argument("--space", help=help_of("space"))
-    g.add_argument("--bids-filter-file", type=Path, help="JSON of pybids filters per query "
-                   "(bold, mask, confounds, events)")
+    g.add_argument(
+        "--bids-filter-file",
+        type=Path,
+        help="JSON of pybids filters per query (bold, mask, confounds, events)",
+    )
     g.add_argument("--bids-database-dir", type=Path, help="reuse a pybids database folder")
-    g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
-                   help="do not validate BIDS_DIR with pybids")
+    g.add_argument(
+        "--skip-bids-validation",
+        "--skip_bids_validation",
+        action="store_true",
+        help="do not validate BIDS_DIR with pybids",
+    )
     g.add_argument("--spec", type=Path, help="analysis spec (JSON) holding any option below")
     a = parser.add_argument_group("samples and cleaning")
     a.add_argument("--conditions", nargs="+", help=help_of("conditions"))
     a.add_argument("--contrast-label", help=help_of("contrast_label"))
     a.add_argument("--confounds", nargs="+", help=help_of("confounds"))
-    a.add_argument("--detrend", action=argparse.BooleanOptionalAction, default=None,
-                   help=help_of("detrend"))
-    a.add_argument("--standardize", choices=schema["standardize"]["enum"],
-                   help=help_of("standardize"))
+    a.add_argument(
+        "--detrend", action=argparse.BooleanOptionalAction, default=None, help=help_of("detrend")
+    )
+    a.add_argument(
+        "--standardize", choices=schema["standardize"]["enum"], help=help_of("standardize")
+    )
     a.add_argument("--hrf-delay", type=float, metavar="SECONDS", help=help_of("hrf_delay"))
-    a.add_argument("--analyses", nargs="+", choices=schema["analyses"]["items"]["enum"],
-                   help=help_of("analyses"))
+    a.add_argument(
+        "--analyses",
+        nargs="+",
+        choices=schema["analyses"]["items"]["enum"],
+        help=help_of("analyses"),
+    )
     s = parser.add_argument_group("searchlight")
     s.add_argument("--radius", type=float, metavar="MM", help=help_of("radius"))
     s.add_argument("--estimator", choices=schema["estimator"]["enum"], help=help_of("estimator"))
@@ -103,20 +125,44 @@ def build_parser():
     h.add_argument("--ha-train-runs", nargs="+", type=int, help=help_of("ha_train_runs"))
     h.add_argument("--ha-test-runs", nargs="+", type=int, help=help_of("ha_test_runs"))
     h.add_argument("--bsc", choices=schema["bsc"]["enum"], help=help_of("bsc"))
-    h.add_argument("--segment-length", type=float, metavar="SECONDS",
-                   help=help_of("segment_length"))
+    h.add_argument(
+        "--segment-length", type=float, metavar="SECONDS", help=help_of("segment_length")
+    )
     p = parser.add_argument_group("execution")
-    p.add_argument("-w", "--work-dir", type=Path, help="Nipype work directory "
-                   "(default OUTPUT_DIR/../work-mvpa_flows); reuse it to resume from cache")
-    p.add_argument("--nprocs", "--nthreads", "--n_cpus", dest="nprocs", type=int,
-                   help="processes for MultiProc (default: all cores)")
+    p.add_argument(
+        "-w",
+        "--work-dir",
+        type=Path,
+        help="Nipype work directory "
+        "(default OUTPUT_DIR/../work-mvpa_flows); reuse it to resume from cache",
+    )
+    p.add_argument(
+        "--nprocs",
+        "--nthreads",
+        "--n_cpus",
+        dest="nprocs",
+        type=int,
+        help="processes for MultiProc (default: all cores)",
+    )
     p.add_argument("--omp-nthreads", type=int, help="BLAS threads per process (default 1)")
-    p.add_argument("--mem", "--mem_mb", "--mem-mb", dest="mem_gb", type=_memory_gb,
-                   help="memory limit with unit suffix (e.g. 8G)")
+    p.add_argument(
+        "--mem",
+        "--mem_mb",
+        "--mem-mb",
+        dest="mem_gb",
+        type=_memory_gb,
+        help="memory limit with unit suffix (e.g. 8G)",
+    )
     p.add_argument("--use-plugin", type=Path, help="Nipype plugin settings (YAML or JSON)")
     p.add_argument("--random-seed", type=int, help=help_of("random_seed"))
     p.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first error")
     p.add_argument("--write-graph", action="store_true", help="write the workflow graph")
-    p.add_argument("-v", "--verbose", dest="verbose_count", action="count", default=0,
-                   help="more output (-vv for debug)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbose_count",
+        action="count",
+        default=0,
+        help="more output (-vv for debug)",
+    )
     return parser

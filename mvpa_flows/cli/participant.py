@@ -56,21 +56,35 @@ def collect(config):
     """Collect and validate every subject's inputs; fill ``config.subject_data``."""
     database = config.bids_database_dir or config.work_dir / "bids_db"
     raw, fmriprep = load_layouts(
-        config.bids_dir, config.fmriprep_dir, database_dir=database,
+        config.bids_dir,
+        config.fmriprep_dir,
+        database_dir=database,
         validate=not config.skip_bids_validation,
     )
     subjects = select_subjects(fmriprep, raw, config.participant_label)
     config.task = select_task(fmriprep, subjects, config.task)
-    config.space = resolve_space(fmriprep, subjects, config.task, config.space,
-                                 config.bids_filters)
+    config.space = resolve_space(
+        fmriprep, subjects, config.task, config.space, config.bids_filters
+    )
     conditions = config.conditions
     for subject in subjects:
-        data = collect_inputs(raw, fmriprep, subject, task=config.task, space=config.space,
-                              filters=config.bids_filters)
+        data = collect_inputs(
+            raw,
+            fmriprep,
+            subject,
+            task=config.task,
+            space=config.space,
+            filters=config.bids_filters,
+        )
         checked = check_inputs(
-            data["bold"], data["mask"], data["events"], data["confounds"], data["runs"],
+            data["bold"],
+            data["mask"],
+            data["events"],
+            data["confounds"],
+            data["runs"],
             [m["RepetitionTime"] for m in data["bold_metadata"]],
-            conditions=config.conditions, confounds=config.confounds,
+            conditions=config.conditions,
+            confounds=config.confounds,
             hrf_delay=config.hrf_delay,
         )
         if conditions is None:
@@ -94,14 +108,20 @@ def run_participant(config):
     collect(config)
     logger.info(
         "Participant level: %d subject(s) %s, task %s, space %s, conditions %s, analyses %s",
-        len(config.subject_data), list(config.subject_data), config.task,
-        config.space or "native", config.conditions, config.analyses,
+        len(config.subject_data),
+        list(config.subject_data),
+        config.task,
+        config.space or "native",
+        config.conditions,
+        config.analyses,
     )
     config.output_dir.mkdir(parents=True, exist_ok=True)
     write_dataset_description(config.output_dir, config.dataset_links)
     workflow = init_mvpa_flows_wf(config)
     code = run_workflow(workflow, config, config.output_dir / "logs" / "crash")
     if code == 0:
-        print(f"mvpa-flows: participant level finished; outputs in {config.output_dir}",
-              file=sys.stderr)
+        print(
+            f"mvpa-flows: participant level finished; outputs in {config.output_dir}",
+            file=sys.stderr,
+        )
     return code

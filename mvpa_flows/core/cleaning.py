@@ -46,9 +46,7 @@ def analysis_mask(mask_imgs, bold_imgs, mask_names=None, bold_names=None):
     bold_names = bold_names or [f"BOLD of run {i + 1}" for i in range(len(bold_imgs))]
     reference = bold_imgs[0]
     combined = None
-    for mask, bold, mname, bname in zip(
-        mask_imgs, bold_imgs, mask_names, bold_names, strict=True
-    ):
+    for mask, bold, mname, bname in zip(mask_imgs, bold_imgs, mask_names, bold_names, strict=True):
         if len(bold.shape) != 4:
             raise InputValidationError(
                 f"{bname} has shape {bold.shape}; a BOLD series must be 4D (x, y, z, time)."
@@ -77,9 +75,11 @@ def select_confounds(table: pd.DataFrame, names, source="confounds file"):
     (ndarray (n_volumes, n_confounds) or None, list of column names)
     """
     if names is None:
-        names = list(MOTION_CONFOUNDS) if table is not None and set(MOTION_CONFOUNDS) <= set(
-            table.columns
-        ) else []
+        names = (
+            list(MOTION_CONFOUNDS)
+            if table is not None and set(MOTION_CONFOUNDS) <= set(table.columns)
+            else []
+        )
     names = [n for n in names if n != "none"]
     if not names:
         return None, []
@@ -176,9 +176,7 @@ def prepare_samples(
     t_r = t_r if t_r is not None else [None] * len(bold_imgs)
     bold_names = bold_names or [f"BOLD of run {r}" for r in runs]
     blocks = []
-    for img, run, conf, tr, name in zip(
-        bold_imgs, runs, confounds, t_r, bold_names, strict=True
-    ):
+    for img, run, conf, tr, name in zip(bold_imgs, runs, confounds, t_r, bold_names, strict=True):
         data = masked_run_data(img, mask, name)
         if conf is not None and conf.shape[0] != data.shape[0]:
             raise InputValidationError(

@@ -82,7 +82,9 @@ def check_inputs(
     confound_arrays, used = [], set()
     for path, img, name in zip(confounds_files, bold_imgs, bold_names, strict=True):
         frame = pd.read_csv(path, sep="\t", na_values=["n/a"]) if path else None
-        values, names = select_confounds(frame, confounds, source=Path(path).name if path else name)
+        values, names = select_confounds(
+            frame, confounds, source=Path(path).name if path else name
+        )
         if values is not None and values.shape[0] != img.shape[3]:
             raise InputValidationError(
                 f"{Path(path).name} has {values.shape[0]} rows but {name} has "
@@ -137,8 +139,15 @@ def load_samples(
     info : dict describing what was used (for sidecars and reports)
     """
     checked = check_inputs(
-        bold_files, mask_files, events_files, confounds_files, runs, repetition_times,
-        conditions, confounds, hrf_delay,
+        bold_files,
+        mask_files,
+        events_files,
+        confounds_files,
+        runs,
+        repetition_times,
+        conditions,
+        confounds,
+        hrf_delay,
     )
     table, runs, bold_imgs = checked["table"], checked["runs"], checked["bold_imgs"]
     X = prepare_samples(

@@ -141,7 +141,9 @@ def collect_inputs(
         )
     result = {key: [] for key in ("runs", "bold", "mask", "confounds", "events", "bold_metadata")}
     result.update(task=tasks[0], space=space)
-    for bold in sorted(bolds, key=lambda b: (str(b.entities.get("session")), b.entities.get("run") or 0)):
+    for bold in sorted(
+        bolds, key=lambda b: (str(b.entities.get("session")), b.entities.get("run") or 0)
+    ):
         match = {k: bold.entities[k] for k in RUN_ENTITIES if k in bold.entities}
         unmatched = {k: Query.NONE for k in RUN_ENTITIES if k not in bold.entities}
         run_name = Path(bold.path).name
@@ -256,7 +258,9 @@ def atomic_write_text(text, dst):
 
 def write_json(data, dst):
     """Write JSON deterministically (sorted keys, 2-space indent) and atomically."""
-    return atomic_write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n", dst)
+    return atomic_write_text(
+        json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n", dst
+    )
 
 
 def _jsonable(value):
@@ -289,7 +293,9 @@ def write_dataset_description(output_dir, dataset_links, source_urls=None):
         "SourceDatasets": [
             {"URL": url} for url in (source_urls or [f"bids:{n}:" for n in dataset_links])
         ],
-        "DatasetLinks": {name: Path(root).absolute().as_uri() for name, root in dataset_links.items()},
+        "DatasetLinks": {
+            name: Path(root).absolute().as_uri() for name, root in dataset_links.items()
+        },
     }
     out = Path(output_dir)
     write_json(description, out / "dataset_description.json")
@@ -341,9 +347,11 @@ class DerivativesDataSink(SimpleInterface):
         entities = {k: v for k, v in entities.items() if v is not None}
         if "extension" not in entities:
             name = Path(self.inputs.in_file).name
-            entities["extension"] = "".join(Path(name).suffixes[-2:]) if name.endswith(
-                ".nii.gz"
-            ) else Path(name).suffix
+            entities["extension"] = (
+                "".join(Path(name).suffixes[-2:])
+                if name.endswith(".nii.gz")
+                else Path(name).suffix
+            )
         rel = output_path(entities)
         out_file = Path(self.inputs.base_directory) / rel
         sidecar = dict(self.inputs.metadata or {})

@@ -45,7 +45,9 @@ class FTest(SimpleInterface):
         mask = nb.load(self.inputs.mask_file)
         for key, values, name in (("f_map", F, "F"), ("p_map", p, "p")):
             out = os.path.join(runtime.cwd, f"ftest_{name}.nii.gz")
-            unmask(np.nan_to_num(values, nan=0.0 if name == "F" else 1.0).astype(np.float32), mask).to_filename(out)
+            unmask(
+                np.nan_to_num(values, nan=0.0 if name == "F" else 1.0).astype(np.float32), mask
+            ).to_filename(out)
             self._results[key] = out
         n, k = labels.size, labels.nunique()
         self._results["metadata"] = {

@@ -17,7 +17,9 @@ from mvpa_flows.core.samples import contrast_label
 
 
 class _PrepareSamplesInputSpec(BaseInterfaceInputSpec):
-    bold_file = traits.List(File(exists=True), mandatory=True, desc="preprocessed BOLD, one per run")
+    bold_file = traits.List(
+        File(exists=True), mandatory=True, desc="preprocessed BOLD, one per run"
+    )
     bold_mask = traits.List(File(exists=True), mandatory=True, desc="brain mask, one per run")
     events_file = traits.List(File(exists=True), mandatory=True, desc="BIDS events, one per run")
     confounds_file = traits.List(
@@ -27,18 +29,27 @@ class _PrepareSamplesInputSpec(BaseInterfaceInputSpec):
     runs = traits.List(traits.Any, desc="run labels, the cross-validation groups")
     repetition_time = traits.List(traits.Float, desc="TR in seconds per run")
     conditions = traits.Either(
-        None, traits.List(traits.Str), default=None, usedefault=True,
+        None,
+        traits.List(traits.Str),
+        default=None,
+        usedefault=True,
         desc="trial_type values to keep (None: all)",
     )
     confounds = traits.Either(
-        None, traits.List(traits.Str), default=None, usedefault=True,
+        None,
+        traits.List(traits.Str),
+        default=None,
+        usedefault=True,
         desc="confound columns (None: motion when present; ['none']: none)",
     )
     detrend = traits.Bool(True, usedefault=True, desc="remove a linear trend per run")
     standardize = traits.Enum("zscore_run", "none", usedefault=True, desc="per-run scaling")
     hrf_delay = traits.Float(0.0, usedefault=True, desc="seconds added to event onsets")
     contrast_label = traits.Either(
-        None, traits.Str, default=None, usedefault=True,
+        None,
+        traits.Str,
+        default=None,
+        usedefault=True,
         desc="contrast- entity (None: the conditions in camelCase joined by 'Vs')",
     )
 

@@ -77,8 +77,14 @@ def init_single_subject_wf(*, subject_id, subject_data, name=None, **mvpa_kwargs
     workflow = Workflow(name=name or f"single_subject_{subject_id}_wf")
     bidssrc = pe.Node(
         niu.IdentityInterface(
-            fields=["bold_file", "bold_mask", "confounds_file", "events_file", "runs",
-                    "repetition_time"]
+            fields=[
+                "bold_file",
+                "bold_mask",
+                "confounds_file",
+                "events_file",
+                "runs",
+                "repetition_time",
+            ]
         ),
         name="bidssrc",
     )

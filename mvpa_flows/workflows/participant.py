@@ -9,11 +9,19 @@ from mvpa_flows.workflows.prepare import init_prepare_wf
 
 #: Input fields of :func:`init_mvpa_wf`; fMRIPrep's own names are accepted as aliases.
 INPUT_FIELDS = [
-    "bold_file", "bold_mask", "confounds_file", "events_file", "source_file", "runs",
+    "bold_file",
+    "bold_mask",
+    "confounds_file",
+    "events_file",
+    "source_file",
+    "runs",
     "repetition_time",
 ]
-FMRIPREP_ALIASES = {"bold_std": "bold_file", "bold_mask_std": "bold_mask",
-                    "confounds": "confounds_file"}
+FMRIPREP_ALIASES = {
+    "bold_std": "bold_file",
+    "bold_mask_std": "bold_mask",
+    "confounds": "confounds_file",
+}
 
 
 def _pick(primary=None, alias=None):
@@ -23,8 +31,9 @@ def _pick(primary=None, alias=None):
     return primary if isdefined(primary) and primary else alias
 
 
-def _sources(bold_file=None, bold_mask=None, events_file=None, confounds_file=None,
-             source_file=None):
+def _sources(
+    bold_file=None, bold_mask=None, events_file=None, confounds_file=None, source_file=None
+):
     """Flatten the inputs of an analysis into the sidecars' Sources list."""
     from nipype.interfaces.base import isdefined
 
@@ -126,26 +135,37 @@ def init_mvpa_wf(
     }
     sources = pe.Node(niu.Function(function=_sources, output_names=["out"]), name="sources")
     prepare_wf = init_prepare_wf(
-        conditions=conditions, confounds=confounds, detrend=detrend,
-        standardize=standardize, hrf_delay=hrf_delay,
+        conditions=conditions,
+        confounds=confounds,
+        detrend=detrend,
+        standardize=standardize,
+        hrf_delay=hrf_delay,
     )
     prepare_wf.get_node("prepare_samples").inputs.contrast_label = contrast_label
 
     def sink(node_name, entities, description):
         return pe.Node(
             DerivativesDataSink(
-                base_directory=str(output_dir), entities=entities,
+                base_directory=str(output_dir),
+                entities=entities,
                 dataset_links=dict(dataset_links or {}),
                 metadata={"Description": description},
             ),
-            name=node_name, run_without_submitting=True,
+            name=node_name,
+            run_without_submitting=True,
         )
 
-    ds_mask = sink("ds_mask", {"desc": "analysis", "suffix": "mask"},
-                   "Analysis mask: the intersection of the runs' brain masks.")
-    ds_samples = sink("ds_samples", {"suffix": "samples", "space": None},
-                      "Labelled samples: one row per volume kept (run, volume index, "
-                      "acquisition onset in seconds, label); runs are the CV groups.")
+    ds_mask = sink(
+        "ds_mask",
+        {"desc": "analysis", "suffix": "mask"},
+        "Analysis mask: the intersection of the runs' brain masks.",
+    )
+    ds_samples = sink(
+        "ds_samples",
+        {"suffix": "samples", "space": None},
+        "Labelled samples: one row per volume kept (run, volume index, "
+        "acquisition onset in seconds, label); runs are the CV groups.",
+    )
     for alias, field in FMRIPREP_ALIASES.items():
         workflow.connect([
             (inputnode, picks[field], [(field, "primary"), (alias, "alias")]),
@@ -173,10 +193,16 @@ def init_mvpa_wf(
     if "ftest" in analyses:
         ftest_wf = init_ftest_wf()
         meta = pe.Node(niu.Merge(2), name="ftest_metadata")
-        ds_f = sink("ds_ftest_f", {"stat": "F", "desc": "anova", "suffix": "statmap"},
-                    "One-way ANOVA F statistic across conditions (sklearn f_classif).")
-        ds_p = sink("ds_ftest_p", {"stat": "p", "desc": "anova", "suffix": "statmap"},
-                    "Uncorrected p-value of the one-way ANOVA F statistic.")
+        ds_f = sink(
+            "ds_ftest_f",
+            {"stat": "F", "desc": "anova", "suffix": "statmap"},
+            "One-way ANOVA F statistic across conditions (sklearn f_classif).",
+        )
+        ds_p = sink(
+            "ds_ftest_p",
+            {"stat": "p", "desc": "anova", "suffix": "statmap"},
+            "Uncorrected p-value of the one-way ANOVA F statistic.",
+        )
         workflow.connect([
             (prepare_wf, ftest_wf, [
                 ("outputnode.data_file", "inputnode.data_file"),

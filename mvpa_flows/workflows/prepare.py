@@ -81,13 +81,21 @@ def init_prepare_wf(
     workflow = Workflow(name=name)
     inputnode = pe.Node(
         niu.IdentityInterface(
-            fields=["bold_file", "bold_mask", "confounds_file", "events_file", "runs",
-                    "repetition_time"]
+            fields=[
+                "bold_file",
+                "bold_mask",
+                "confounds_file",
+                "events_file",
+                "runs",
+                "repetition_time",
+            ]
         ),
         name="inputnode",
     )
     outputnode = pe.Node(
-        niu.IdentityInterface(fields=["data_file", "samples_file", "mask_file", "info", "contrast"]),
+        niu.IdentityInterface(
+            fields=["data_file", "samples_file", "mask_file", "info", "contrast"]
+        ),
         name="outputnode",
     )
     prepare = pe.Node(

@@ -94,7 +94,7 @@ def select_confounds(table: pd.DataFrame, names, source="confounds file"):
             f"Confound column(s) {missing} are missing from {source}; available columns: "
             f"{list(table.columns)}. Fix --confounds (or pass --confounds none)."
         )
-    values = table[names].to_numpy(dtype=float)
+    values = table[names].to_numpy(dtype=float, copy=True)
     nan_rows = np.isnan(values).any(axis=1)
     if nan_rows.any():
         first_valid = np.argmin(nan_rows)
@@ -122,7 +122,7 @@ def clean_run(data, confounds=None, detrend=True, standardize="zscore_run", t_r=
     return signal.clean(
         np.asarray(data, dtype=np.float64),
         detrend=bool(detrend),
-        standardize="zscore_sample" if standardize == "zscore_run" else False,
+        standardize="zscore_sample" if standardize == "zscore_run" else None,
         confounds=confounds,
         standardize_confounds=True,
         t_r=t_r,

@@ -1,0 +1,57 @@
+"""``mvpa-flows-demo``: make a synthetic dataset and run the participant level on it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="mvpa-flows-demo",
+        description="Generate a small synthetic BIDS dataset with fMRIPrep-style "
+        "derivatives (3 subjects, block design with face/house/chair, a planted "
+        "condition-selective patch) and run mvpa-flows on it. Works offline.",
+    )
+    parser.add_argument("output_dir", type=Path, help="folder for the dataset and results")
+    parser.add_argument("--subjects", type=int, default=3, help="number of subjects")
+    parser.add_argument("--runs", type=int, default=4, help="runs per subject")
+    parser.add_argument("--analyses", nargs="+", default=["ftest"],
+                        help="participant analyses to run")
+    parser.add_argument("--nprocs", type=int, default=None, help="processes (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the data")
+    return parser
+
+
+def main(argv=None):
+    """Make the demo dataset, run the participant level, print where the outputs are."""
+    from mvpa_flows.cli.run import main as run_main
+    from mvpa_flows.datasets import make_synthetic_dataset
+
+    args = build_parser().parse_args(argv)
+    out = args.output_dir.absolute()
+    start = time.perf_counter()
+    info = make_synthetic_dataset(out / "bids", n_subjects=args.subjects, n_runs=args.runs,
+                                  seed=args.seed)
+    print(f"Synthetic dataset: {info['bids_dir']} (subjects {info['subjects']}, task "
+          f"{info['task']}, conditions {info['conditions']})")
+    command = [
+        str(info["bids_dir"]), str(out / "mvpa_flows"), "participant",
+        "--conditions", "face", "house", "--hrf-delay", "4",
+        "--analyses", *args.analyses, "-w", str(out / "work"),
+    ]
+    if args.nprocs:
+        command += ["--nprocs", str(args.nprocs)]
+    print("Running: mvpa-flows " + " ".join(command))
+    code = run_main(command)
+    if code == 0:
+        print(f"Done in {time.perf_counter() - start:.0f} s. Outputs: {out / 'mvpa_flows'}")
+        for path in sorted((out / "mvpa_flows").glob("sub-*/func/*.nii.gz")):
+            print(f"  {path.relative_to(out)}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

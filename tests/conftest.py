@@ -1,0 +1,45 @@
+"""Shared fixtures: seeded synthetic BIDS datasets and the real data in ../shared/data."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mvpa_flows.datasets import make_synthetic_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_dataset(name):
+    """Path of a real dataset in ../shared/data, or skip with the reason."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data {path} is absent (CI and developers have ../shared beside "
+                    "the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def haxby_dir():
+    return shared_dataset("haxby2001-slice")
+
+
+@pytest.fixture(scope="session")
+def sherlock_dir():
+    return shared_dataset("sherlock-pmc")
+
+
+@pytest.fixture(scope="session")
+def _synthetic_template(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic") / "bids"
+    make_synthetic_dataset(root, n_subjects=2, n_runs=3, shape=(10, 12, 6), seed=3)
+    return root
+
+
+@pytest.fixture
+def synthetic_bids(_synthetic_template, tmp_path):
+    """A fresh, writable copy of a small synthetic dataset (2 subjects, 3 runs)."""
+    root = tmp_path / "bids"
+    shutil.copytree(_synthetic_template, root)
+    return root

@@ -1,0 +1,68 @@
+"""Project rules that hold across modules: layering and interface specs."""
+
+import ast
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+
+import pytest
+from nipype.interfaces.base import BaseInterface
+
+import mvpa_flows
+
+PACKAGE = Path(mvpa_flows.__file__).parent
+#: layer -> modules of the project it must not import
+FORBIDDEN = {
+    "core": ("mvpa_flows.interfaces", "mvpa_flows.workflows", "mvpa_flows.cli",
+             "nipype", "bids"),
+    "interfaces": ("mvpa_flows.workflows", "mvpa_flows.cli"),
+    "workflows": ("mvpa_flows.cli",),
+}
+
+
+def _imports(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layers_import_only_downwards(layer):
+    offenders = []
+    for path in (PACKAGE / layer).rglob("*.py"):
+        for name in _imports(path):
+            if any(name == f or name.startswith(f + ".") for f in FORBIDDEN[layer]):
+                offenders.append(f"{path.relative_to(PACKAGE)} imports {name}")
+    assert not offenders, offenders
+
+
+def _interfaces():
+    found = []
+    for info in pkgutil.iter_modules([str(PACKAGE / "interfaces")]):
+        module = importlib.import_module(f"mvpa_flows.interfaces.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, BaseInterface) and cls.__module__ == module.__name__:
+                found.append(cls)
+    return found
+
+
+def test_interfaces_are_discovered():
+    names = {cls.__name__ for cls in _interfaces()}
+    assert {"DerivativesDataSink", "PrepareSamples", "FTest"} <= names
+
+
+@pytest.mark.parametrize("interface", _interfaces(), ids=lambda c: c.__name__)
+def test_interface_specs_describe_every_trait(interface):
+    assert interface.__doc__, f"{interface.__name__} has no docstring"
+    assert interface.input_spec.__name__ == f"_{interface.__name__}InputSpec"
+    assert interface.output_spec.__name__ == f"_{interface.__name__}OutputSpec"
+    for spec in (interface.input_spec, interface.output_spec):
+        for name, trait in spec().traits(transient=None).items():
+            if name in ("trait_added", "trait_modified"):
+                continue
+            assert trait.desc, f"{spec.__name__}.{name} has no desc="
+            assert trait.mandatory is not False, f"{spec.__name__}.{name}: mandatory=False"

@@ -1,0 +1,55 @@
+"""Events -> labelled samples."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mvpa_flows.core.errors import InputValidationError
+from mvpa_flows.core.samples import build_sample_table, contrast_label, label_volumes
+
+
+def _events(rows):
+    return pd.DataFrame(rows, columns=["onset", "duration", "trial_type"])
+
+
+def test_contrast_label_is_camel_case_joined_by_vs():
+    assert contrast_label(["face", "house"]) == "faceVsHouse"
+    assert contrast_label(["scrambled_pix", "face", "cat"]) == "scrambledPixVsFaceVsCat"
+    with pytest.raises(InputValidationError, match="--contrast-label"):
+        contrast_label(["face", "__"])
+
+
+def test_volume_belongs_to_event_on_half_open_interval():
+    ev = _events([(15.0, 22.5, "face"), (52.5, 22.5, "house")])
+    labels = label_volumes(ev, 40, 2.5, ["face", "house"])
+    assert np.flatnonzero(labels == "face").tolist() == list(range(6, 15))  # 15 s .. 35 s
+    assert np.flatnonzero(labels == "house").tolist() == list(range(21, 30))
+    delayed = label_volumes(ev, 40, 2.5, ["face", "house"], hrf_delay=5.0)
+    assert np.flatnonzero(delayed == "face").tolist() == list(range(8, 17))
+
+
+def test_overlapping_conditions_are_dropped():
+    ev = _events([(0.0, 10.0, "a"), (5.0, 10.0, "b")])
+    labels = label_volumes(ev, 20, 1.0, ["a", "b"])
+    assert labels.tolist() == ["a"] * 5 + [""] * 5 + ["b"] * 5 + [""] * 5
+
+
+def test_sample_table_keeps_only_chosen_conditions_with_runs_as_groups():
+    ev = _events([(0, 4, "a"), (6, 4, "b"), (12, 4, "c")])
+    table = build_sample_table([ev, ev], [20, 20], [2.0, 2.0], [1, 2], ["a", "b"])
+    assert list(table.columns) == ["run", "volume", "onset", "label"]
+    assert table.groupby("run").size().tolist() == [4, 4]
+    assert set(table["label"]) == {"a", "b"}
+    assert table["onset"].tolist()[:2] == [0.0, 2.0]
+
+
+def test_sample_table_errors_name_the_problem():
+    ev = _events([(0, 4, "a"), (6, 4, "b")])
+    with pytest.raises(InputValidationError, match=r"at least two conditions.*\['a'\]"):
+        build_sample_table([ev], [20], [2.0], [1], ["a"])
+    with pytest.raises(InputValidationError, match=r"\['z'\] do not occur.*\['a', 'b'\]"):
+        build_sample_table([ev], [20], [2.0], [1], ["a", "z"])
+    short = _events([(0, 4, "a"), (6, 2, "b")])
+    with pytest.raises(InputValidationError, match=r"run-2_events.tsv.*\['b'\] cover a single"):
+        build_sample_table([ev, short], [20, 20], [2.0, 2.0], [1, 2], ["a", "b"],
+                           events_files=["run-1_events.tsv", "run-2_events.tsv"])

@@ -161,8 +161,10 @@ def make_synthetic_dataset(
             img.header["pixdim"][4] = tr
             img.to_filename(func / f"{stem}_bold.nii.gz")
             img.to_filename(dfunc / f"{stem}{space_ent}_desc-preproc_bold.nii.gz")
-            _write_json(dfunc / f"{stem}{space_ent}_desc-preproc_bold.json",
-                        {"RepetitionTime": tr, "SkullStripped": False, "TaskName": task})
+            _write_json(
+                dfunc / f"{stem}{space_ent}_desc-preproc_bold.json",
+                {"RepetitionTime": tr, "SkullStripped": False, "TaskName": task},
+            )
             nb.Nifti1Image(brain.astype(np.uint8), affine).to_filename(
                 dfunc / f"{stem}{space_ent}_desc-brain_mask.nii.gz"
             )
@@ -171,8 +173,12 @@ def make_synthetic_dataset(
             confounds["framewise_displacement"] = np.r_[
                 np.nan, np.abs(np.diff(motion, axis=0)).sum(axis=1)
             ]
-            confounds.to_csv(dfunc / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
-                             index=False, na_rep="n/a")
+            confounds.to_csv(
+                dfunc / f"{stem}_desc-confounds_timeseries.tsv",
+                sep="\t",
+                index=False,
+                na_rep="n/a",
+            )
             events.to_csv(func / f"{stem}_events.tsv", sep="\t", index=False)
     return {
         "bids_dir": root,

@@ -15,8 +15,9 @@ def shared_dataset(name):
     """Path of a real dataset in ../shared/data, or skip with the reason."""
     path = SHARED_DATA / name
     if not path.is_dir():
-        pytest.skip(f"real data {path} is absent (CI and developers have ../shared beside "
-                    "the checkout)")
+        pytest.skip(
+            f"real data {path} is absent (CI and developers have ../shared beside the checkout)"
+        )
     return path
 
 

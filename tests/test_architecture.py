@@ -14,8 +14,7 @@ import mvpa_flows
 PACKAGE = Path(mvpa_flows.__file__).parent
 #: layer -> modules of the project it must not import
 FORBIDDEN = {
-    "core": ("mvpa_flows.interfaces", "mvpa_flows.workflows", "mvpa_flows.cli",
-             "nipype", "bids"),
+    "core": ("mvpa_flows.interfaces", "mvpa_flows.workflows", "mvpa_flows.cli", "nipype", "bids"),
     "interfaces": ("mvpa_flows.workflows", "mvpa_flows.cli"),
     "workflows": ("mvpa_flows.cli",),
 }

@@ -51,8 +51,10 @@ def test_standardize_none_keeps_scale_and_rejects_unknown():
 
 
 def test_select_confounds_defaults_and_errors():
-    table = pd.DataFrame(np.arange(24.0).reshape(4, 6),
-                         columns=["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"])
+    table = pd.DataFrame(
+        np.arange(24.0).reshape(4, 6),
+        columns=["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"],
+    )
     table["fd"] = [np.nan, 1, 2, 3]
     values, names = select_confounds(table, None)
     assert names == list(table.columns[:6]) and values.shape == (4, 6)

@@ -23,18 +23,34 @@ def run(bids, out, *args, level="participant", work=None):
 
 def _files(root):
     return sorted(
-        p.relative_to(root).as_posix() for p in Path(root).rglob("*")
+        p.relative_to(root).as_posix()
+        for p in Path(root).rglob("*")
         if p.is_file() and "logs" not in p.relative_to(root).parts
     )
 
 
 def test_participant_ftest_on_synthetic_data(synthetic_bids, tmp_path):
     out = tmp_path / "out"
-    assert run(synthetic_bids, out, "--participant-label", "sub-01",
-               "--conditions", "face", "house", "--hrf-delay", "4") == 0
+    assert (
+        run(
+            synthetic_bids,
+            out,
+            "--participant-label",
+            "sub-01",
+            "--conditions",
+            "face",
+            "house",
+            "--hrf-delay",
+            "4",
+        )
+        == 0
+    )
     stem = "sub-01/func/sub-01_task-objects"
-    expected = {f"{stem}_contrast-faceVsHouse_stat-{s}_desc-anova_statmap.{e}"
-                for s in ("F", "p") for e in ("nii.gz", "json")}
+    expected = {
+        f"{stem}_contrast-faceVsHouse_stat-{s}_desc-anova_statmap.{e}"
+        for s in ("F", "p")
+        for e in ("nii.gz", "json")
+    }
     expected |= {f"{stem}_desc-analysis_mask.{e}" for e in ("nii.gz", "json")}
     expected |= {f"{stem}_samples.{e}" for e in ("tsv", "json")}
     expected |= {"dataset_description.json", ".bidsignore"}
@@ -47,11 +63,13 @@ def test_participant_ftest_on_synthetic_data(synthetic_bids, tmp_path):
     assert set(description["DatasetLinks"]) == {"raw", "fmriprep"}
     assert "*_statmap.*" in (out / ".bidsignore").read_text().split()
 
-    meta = json.loads((out / f"{stem}_contrast-faceVsHouse_stat-F_desc-anova_statmap.json")
-                      .read_text())
+    meta = json.loads(
+        (out / f"{stem}_contrast-faceVsHouse_stat-F_desc-anova_statmap.json").read_text()
+    )
     assert meta["Conditions"] == ["face", "house"] and meta["HRFDelay"] == 4.0
-    assert meta["Confounds"] == sorted(["trans_x", "trans_y", "trans_z",
-                                        "rot_x", "rot_y", "rot_z"])
+    assert meta["Confounds"] == sorted(
+        ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+    )
     assert meta["DegreesOfFreedom"][0] == 1 and meta["Detrend"] is True
     assert "bids:raw:sub-01/func/sub-01_task-objects_run-1_events.tsv" in meta["Sources"]
     assert any(s.startswith("bids:fmriprep:sub-01/func/") for s in meta["Sources"])
@@ -66,7 +84,8 @@ def test_participant_ftest_on_synthetic_data(synthetic_bids, tmp_path):
         [fp / f"{r}_desc-brain_mask.nii.gz" for r in runs],
         [synthetic_bids / "sub-01" / "func" / f"{r}_events.tsv" for r in runs],
         [fp / f"{r}_desc-confounds_timeseries.tsv" for r in runs],
-        conditions=["face", "house"], hrf_delay=4.0,
+        conditions=["face", "house"],
+        hrf_delay=4.0,
     )
     F_ref, _ = f_classif(X, table["label"])
     F_img = nb.load(out / f"{stem}_contrast-faceVsHouse_stat-F_desc-anova_statmap.nii.gz")
@@ -89,15 +108,26 @@ def test_rerun_reuses_the_nipype_cache(synthetic_bids, tmp_path):
 
 def test_spec_file_and_flags(synthetic_bids, tmp_path):
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"conditions": ["house", "chair"], "confounds": ["none"],
-                                "contrast_label": "houseChair"}))
+    spec.write_text(
+        json.dumps(
+            {
+                "conditions": ["house", "chair"],
+                "confounds": ["none"],
+                "contrast_label": "houseChair",
+            }
+        )
+    )
     out = tmp_path / "out"
-    assert run(synthetic_bids, out, "--participant_label", "01", "--spec", str(spec),
-               "--no-detrend") == 0
+    assert (
+        run(synthetic_bids, out, "--participant_label", "01", "--spec", str(spec), "--no-detrend")
+        == 0
+    )
     meta = json.loads(next(out.rglob("*stat-F_desc-anova_statmap.json")).read_text())
     assert meta["Conditions"] == ["house", "chair"] and meta["Confounds"] == []
-    assert meta["Detrend"] is False and "contrast-houseChair" in next(
-        out.rglob("*stat-F*.nii.gz")).name
+    assert (
+        meta["Detrend"] is False
+        and "contrast-houseChair" in next(out.rglob("*stat-F*.nii.gz")).name
+    )
 
 
 def _rewrite(path, transform):
@@ -109,32 +139,70 @@ def _rewrite(path, transform):
 BAD_INPUTS = {
     "unknown level": (lambda b: None, {"level": "subject"}, 17, "Unknown analysis level"),
     "missing derivatives": (
-        lambda b: __import__("shutil").rmtree(b / "derivatives"), {}, 18,
-        r"fMRIPrep derivatives folder .*derivatives/fmriprep does not exist.*-d fmriprep=PATH"),
-    "subject not found": (lambda b: None, {"args": ["--participant-label", "07"]}, 18,
-                          r"\['07'\] not found .*subjects there: \['01', '02'\]"),
-    "task not found": (lambda b: None, {"args": ["--task", "rest"]}, 18,
-                       r"--task rest .*tasks there: \['objects'\]"),
-    "no events": (lambda b: (b / "sub-01/func/sub-01_task-objects_run-2_events.tsv").unlink(),
-                  {}, 18, r"No _events.tsv .*sub-01_task-objects_run-2_desc-preproc_bold"),
-    "absent condition": (lambda b: None, {"args": ["--conditions", "face", "car"]}, 16,
-                         r"\['car'\] do not occur .*\['chair', 'face', 'house'\]"),
-    "one condition": (lambda b: None, {"args": ["--conditions", "face"]}, 16,
-                      r"at least two conditions"),
+        lambda b: __import__("shutil").rmtree(b / "derivatives"),
+        {},
+        18,
+        r"fMRIPrep derivatives folder .*derivatives/fmriprep does not exist.*-d fmriprep=PATH",
+    ),
+    "subject not found": (
+        lambda b: None,
+        {"args": ["--participant-label", "07"]},
+        18,
+        r"\['07'\] not found .*subjects there: \['01', '02'\]",
+    ),
+    "task not found": (
+        lambda b: None,
+        {"args": ["--task", "rest"]},
+        18,
+        r"--task rest .*tasks there: \['objects'\]",
+    ),
+    "no events": (
+        lambda b: (b / "sub-01/func/sub-01_task-objects_run-2_events.tsv").unlink(),
+        {},
+        18,
+        r"No _events.tsv .*sub-01_task-objects_run-2_desc-preproc_bold",
+    ),
+    "absent condition": (
+        lambda b: None,
+        {"args": ["--conditions", "face", "car"]},
+        16,
+        r"\['car'\] do not occur .*\['chair', 'face', 'house'\]",
+    ),
+    "one condition": (
+        lambda b: None,
+        {"args": ["--conditions", "face"]},
+        16,
+        r"at least two conditions",
+    ),
     "single volume": (
-        lambda b: pd.DataFrame({"onset": [10.0, 40.0], "duration": [2.0, 16.0],
-                                "trial_type": ["face", "house"]}).to_csv(
-            b / "sub-01/func/sub-01_task-objects_run-3_events.tsv", sep="\t", index=False),
-        {"args": ["--conditions", "face", "house"]}, 16,
-        r"run-3_events.tsv, condition\(s\) \['face'\] cover a single volume"),
+        lambda b: pd.DataFrame(
+            {"onset": [10.0, 40.0], "duration": [2.0, 16.0], "trial_type": ["face", "house"]}
+        ).to_csv(b / "sub-01/func/sub-01_task-objects_run-3_events.tsv", sep="\t", index=False),
+        {"args": ["--conditions", "face", "house"]},
+        16,
+        r"run-3_events.tsv, condition\(s\) \['face'\] cover a single volume",
+    ),
     "mask grid": (
         lambda b: nb.Nifti1Image(np.ones((5, 5, 5), np.uint8), np.eye(4)).to_filename(
-            b / "derivatives/fmriprep/sub-01/func/sub-01_task-objects_run-1_desc-brain_mask.nii.gz"),
-        {}, 16, r"run-1_desc-brain_mask.nii.gz .* is not on the grid of .*run-1_desc-preproc"),
-    "confound missing": (lambda b: None, {"args": ["--confounds", "csf"]}, 16,
-                        r"\['csf'\] are missing from sub-01_task-objects_run-1_desc-confounds"),
+            b / "derivatives/fmriprep/sub-01/func/sub-01_task-objects_run-1_desc-brain_mask.nii.gz"
+        ),
+        {},
+        16,
+        r"run-1_desc-brain_mask.nii.gz .* is not on the grid of .*run-1_desc-preproc",
+    ),
+    "confound missing": (
+        lambda b: None,
+        {"args": ["--confounds", "csf"]},
+        16,
+        r"\['csf'\] are missing from sub-01_task-objects_run-1_desc-confounds",
+    ),
     "output inside bids": (lambda b: None, {"out": "inside"}, 64, r"inside BIDS_DIR"),
-    "bad spec value": (lambda b: None, {"args": ["--cv", "loso"]}, 64, r"cv: 'loso' does not match"),
+    "bad spec value": (
+        lambda b: None,
+        {"args": ["--cv", "loso"]},
+        64,
+        r"cv: 'loso' does not match",
+    ),
 }
 
 
@@ -143,15 +211,19 @@ def test_bad_input_gets_a_clear_message_and_exit_code(case, synthetic_bids, tmp_
     prepare, opts, code, message = BAD_INPUTS[case]
     prepare(synthetic_bids)
     out = synthetic_bids / "sub-01" / "out" if opts.get("out") == "inside" else tmp_path / "out"
-    assert run(synthetic_bids, out, *opts.get("args", []),
-               level=opts.get("level", "participant")) == code
+    assert (
+        run(synthetic_bids, out, *opts.get("args", []), level=opts.get("level", "participant"))
+        == code
+    )
     assert pytest.importorskip("re").search(message, capsys.readouterr().err.replace("\n", " "))
     assert not [f for f in _files(out) if f.startswith("sub-")] if out.exists() else True
 
 
 def test_nan_in_bold_fails_the_node_and_names_the_file(synthetic_bids, tmp_path, capsys):
-    bold = (synthetic_bids / "derivatives/fmriprep/sub-02/func/"
-            "sub-02_task-objects_run-2_desc-preproc_bold.nii.gz")
+    bold = (
+        synthetic_bids / "derivatives/fmriprep/sub-02/func/"
+        "sub-02_task-objects_run-2_desc-preproc_bold.nii.gz"
+    )
 
     def poison(data):
         data[5, 6, 3, 10] = np.nan
@@ -168,10 +240,24 @@ def test_nan_in_bold_fails_the_node_and_names_the_file(synthetic_bids, tmp_path,
 
 
 def test_usage_errors_exit_64(tmp_path):
-    assert subprocess.run([sys.executable, "-m", "mvpa_flows", str(tmp_path), str(tmp_path / "o"),
-                           "participant", "--no-such-flag"], capture_output=True).returncode == 64
-    version = subprocess.run([sys.executable, "-m", "mvpa_flows", "--version"],
-                             capture_output=True, text=True)
+    assert (
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mvpa_flows",
+                str(tmp_path),
+                str(tmp_path / "o"),
+                "participant",
+                "--no-such-flag",
+            ],
+            capture_output=True,
+        ).returncode
+        == 64
+    )
+    version = subprocess.run(
+        [sys.executable, "-m", "mvpa_flows", "--version"], capture_output=True, text=True
+    )
     assert version.returncode == 0 and version.stdout.startswith("mvpa-flows ")
 
 

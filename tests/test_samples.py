@@ -51,5 +51,11 @@ def test_sample_table_errors_name_the_problem():
         build_sample_table([ev], [20], [2.0], [1], ["a", "z"])
     short = _events([(0, 4, "a"), (6, 2, "b")])
     with pytest.raises(InputValidationError, match=r"run-2_events.tsv.*\['b'\] cover a single"):
-        build_sample_table([ev, short], [20, 20], [2.0, 2.0], [1, 2], ["a", "b"],
-                           events_files=["run-1_events.tsv", "run-2_events.tsv"])
+        build_sample_table(
+            [ev, short],
+            [20, 20],
+            [2.0, 2.0],
+            [1, 2],
+            ["a", "b"],
+            events_files=["run-1_events.tsv", "run-2_events.tsv"],
+        )

@@ -49,22 +49,58 @@ def test_io_spec_queries_name_their_dataset():
 @pytest.mark.parametrize(
     ("entities", "expected"),
     [
-        (dict(subject="01", task="faces", run=1, space="MNI152NLin2009cAsym",
-              contrast="faceVsHouse", stat="accuracy", desc="searchlight", suffix="statmap"),
-         "sub-01/func/sub-01_task-faces_run-1_space-MNI152NLin2009cAsym_contrast-faceVsHouse"
-         "_stat-accuracy_desc-searchlight_statmap.nii.gz"),
-        (dict(subject="01", task="faces", contrast="faceVsHouse", stat="F", desc="anova",
-              suffix="statmap", extension=".json"),
-         "sub-01/func/sub-01_task-faces_contrast-faceVsHouse_stat-F_desc-anova_statmap.json"),
-        (dict(subject="01", task="movie", **{"from": "MNI152NLin6Asym", "to": "sherlock"},
-              desc="procrustes", suffix="xfm"),
-         "sub-01/func/sub-01_task-movie_from-MNI152NLin6Asym_to-sherlock_mode-image"
-         "_desc-procrustes_xfm.h5"),
-        (dict(task="faces", space="MNI", contrast="faceVsHouse", stat="t",
-              desc="searchlightgroup", suffix="statmap"),
-         "task-faces_space-MNI_contrast-faceVsHouse_stat-t_desc-searchlightgroup_statmap.nii.gz"),
-        (dict(subject="01", task="faces", suffix="samples"),
-         "sub-01/func/sub-01_task-faces_samples.tsv"),
+        (
+            dict(
+                subject="01",
+                task="faces",
+                run=1,
+                space="MNI152NLin2009cAsym",
+                contrast="faceVsHouse",
+                stat="accuracy",
+                desc="searchlight",
+                suffix="statmap",
+            ),
+            "sub-01/func/sub-01_task-faces_run-1_space-MNI152NLin2009cAsym_contrast-faceVsHouse"
+            "_stat-accuracy_desc-searchlight_statmap.nii.gz",
+        ),
+        (
+            dict(
+                subject="01",
+                task="faces",
+                contrast="faceVsHouse",
+                stat="F",
+                desc="anova",
+                suffix="statmap",
+                extension=".json",
+            ),
+            "sub-01/func/sub-01_task-faces_contrast-faceVsHouse_stat-F_desc-anova_statmap.json",
+        ),
+        (
+            dict(
+                subject="01",
+                task="movie",
+                **{"from": "MNI152NLin6Asym", "to": "sherlock"},
+                desc="procrustes",
+                suffix="xfm",
+            ),
+            "sub-01/func/sub-01_task-movie_from-MNI152NLin6Asym_to-sherlock_mode-image"
+            "_desc-procrustes_xfm.h5",
+        ),
+        (
+            dict(
+                task="faces",
+                space="MNI",
+                contrast="faceVsHouse",
+                stat="t",
+                desc="searchlightgroup",
+                suffix="statmap",
+            ),
+            "task-faces_space-MNI_contrast-faceVsHouse_stat-t_desc-searchlightgroup_statmap.nii.gz",
+        ),
+        (
+            dict(subject="01", task="faces", suffix="samples"),
+            "sub-01/func/sub-01_task-faces_samples.tsv",
+        ),
     ],
 )
 def test_output_patterns_give_the_design_names(entities, expected):

@@ -25,13 +25,30 @@ def test_ftest_wf_outputs():
 
 def test_mvpa_wf_accepts_fmriprep_names_and_sinks_outputs(tmp_path):
     wf = init_mvpa_wf(output_dir=str(tmp_path), analyses=["ftest"])
-    assert {"bold_file", "bold_std", "bold_mask", "bold_mask_std", "confounds_file",
-            "confounds", "events_file", "source_file"} <= _fields(wf)
+    assert {
+        "bold_file",
+        "bold_std",
+        "bold_mask",
+        "bold_mask_std",
+        "confounds_file",
+        "confounds",
+        "events_file",
+        "source_file",
+    } <= _fields(wf)
     nodes = set(wf.list_node_names())
-    assert {"ds_mask", "ds_samples", "ds_ftest_f", "ds_ftest_p", "ftest_wf.ftest",
-            "prepare_wf.prepare_samples"} <= nodes
+    assert {
+        "ds_mask",
+        "ds_samples",
+        "ds_ftest_f",
+        "ds_ftest_p",
+        "ftest_wf.ftest",
+        "prepare_wf.prepare_samples",
+    } <= nodes
     assert wf.get_node("ds_ftest_f").inputs.entities == {
-        "stat": "F", "desc": "anova", "suffix": "statmap"}
+        "stat": "F",
+        "desc": "anova",
+        "suffix": "statmap",
+    }
     wf._create_flat_graph()  # all connections resolve
 
 
@@ -43,15 +60,28 @@ def test_mvpa_wf_rejects_unknown_analyses(tmp_path):
 def test_single_subject_and_top_level(tmp_path):
     from mvpa_flows.cli.config import RunConfig
 
-    data = {"bold": ["b1.nii.gz"], "mask": ["m1.nii.gz"], "events": ["e1.tsv"],
-            "confounds": [None], "runs": [1], "bold_metadata": [{"RepetitionTime": 2.0}]}
+    data = {
+        "bold": ["b1.nii.gz"],
+        "mask": ["m1.nii.gz"],
+        "events": ["e1.tsv"],
+        "confounds": [None],
+        "runs": [1],
+        "bold_metadata": [{"RepetitionTime": 2.0}],
+    }
     wf = init_single_subject_wf(subject_id="01", subject_data=data, output_dir=str(tmp_path))
     assert wf.name == "single_subject_01_wf"
     assert wf.get_node("bidssrc").inputs.repetition_time == [2.0]
-    config = RunConfig(bids_dir=tmp_path, output_dir=tmp_path / "out",
-                       analysis_level="participant", fmriprep_dir=tmp_path,
-                       work_dir=tmp_path / "work", subject_data={"01": data, "02": data})
+    config = RunConfig(
+        bids_dir=tmp_path,
+        output_dir=tmp_path / "out",
+        analysis_level="participant",
+        fmriprep_dir=tmp_path,
+        work_dir=tmp_path / "work",
+        subject_data={"01": data, "02": data},
+    )
     top = init_mvpa_flows_wf(config)
     assert top.list_node_names()
     assert {n.split(".")[0] for n in top.list_node_names()} == {
-        "single_subject_01_wf", "single_subject_02_wf"}
+        "single_subject_01_wf",
+        "single_subject_02_wf",
+    }

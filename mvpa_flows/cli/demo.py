@@ -18,8 +18,9 @@ def build_parser():
     parser.add_argument("output_dir", type=Path, help="folder for the dataset and results")
     parser.add_argument("--subjects", type=int, default=3, help="number of subjects")
     parser.add_argument("--runs", type=int, default=4, help="runs per subject")
-    parser.add_argument("--analyses", nargs="+", default=["ftest"],
-                        help="participant analyses to run")
+    parser.add_argument(
+        "--analyses", nargs="+", default=["ftest"], help="participant analyses to run"
+    )
     parser.add_argument("--nprocs", type=int, default=None, help="processes (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the data")
     return parser
@@ -33,14 +34,26 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     out = args.output_dir.absolute()
     start = time.perf_counter()
-    info = make_synthetic_dataset(out / "bids", n_subjects=args.subjects, n_runs=args.runs,
-                                  seed=args.seed)
-    print(f"Synthetic dataset: {info['bids_dir']} (subjects {info['subjects']}, task "
-          f"{info['task']}, conditions {info['conditions']})")
+    info = make_synthetic_dataset(
+        out / "bids", n_subjects=args.subjects, n_runs=args.runs, seed=args.seed
+    )
+    print(
+        f"Synthetic dataset: {info['bids_dir']} (subjects {info['subjects']}, task "
+        f"{info['task']}, conditions {info['conditions']})"
+    )
     command = [
-        str(info["bids_dir"]), str(out / "mvpa_flows"), "participant",
-        "--conditions", "face", "house", "--hrf-delay", "4",
-        "--analyses", *args.analyses, "-w", str(out / "work"),
+        str(info["bids_dir"]),
+        str(out / "mvpa_flows"),
+        "participant",
+        "--conditions",
+        "face",
+        "house",
+        "--hrf-delay",
+        "4",
+        "--analyses",
+        *args.analyses,
+        "-w",
+        str(out / "work"),
     ]
     if args.nprocs:
         command += ["--nprocs", str(args.nprocs)]

@@ -1,0 +1,324 @@
+"""Procrustes hyperalignment (Haxby et al., 2011) on arrays, as in PyMVPA.
+
+This is PyMVPA's ``mvpa2.algorithms.hyperalignment.Hyperalignment`` with ``alpha=1``
+(no CCA regularisation) and its default ``ProcrusteanMapper(scaling=True,
+reflection=True, reduction=True, demean=True)``, re-implemented on numpy arrays:
+
+Level 1
+    The common space starts as the reference subject's data (z-scored when
+    ``zscore_common``). Every other subject, in order, is Procrustes-aligned to the current
+    common space; its projection (z-scored) is averaged into the common space
+    (``combiner1``: ``(projection + common) / 2``, or a running mean with
+    ``level1_equal_weight=True``), and the common space is z-scored again.
+Level 2 (``level2_n_iter`` passes, default 1)
+    The common space is the mean of the level-1 data (the reference subject enters with
+    its *original* samples, as in PyMVPA). Each subject is re-aligned to the mean of the
+    *others* (``(n * common - own) / (n - 1)``, z-scored), projections are z-scored, and
+    after the pass the common space is their mean (``combiner2``). The final common space
+    (the *template*) is z-scored.
+Level 3
+    Every subject is aligned from scratch to the template; these maps are the result.
+
+Deviations from PyMVPA (all documented at the parameter):
+
+* ``level1_equal_weight=True`` gives every subject the same weight, as the parameter's
+  documentation promises; PyMVPA passes ``weights=(counts, 1)`` to
+  ``mean_xy(projection, common)``, which weights the *newest* subject by ``counts``.
+* Under-determined rotations (fewer samples than voxels, constant voxels) are partial
+  isometries instead of an arbitrary LAPACK completion (see
+  :mod:`mvpa_flows.core.procrustes`).
+* ``alpha < 1`` (regularised CCA), custom combiners, ``output_dim`` and ``nproc`` are not
+  implemented.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+
+from mvpa_flows.core.errors import InputValidationError
+from mvpa_flows.core.procrustes import (
+    ProcrustesMap,
+    UnderdeterminedRotationWarning,
+    _RowFactor,
+    _Solution,
+    zscore_columns,
+)
+
+__all__ = ["DEFAULT_PARAMS", "hyperalign", "validate_datasets"]
+
+#: PyMVPA's defaults (alpha=1), under our names.
+DEFAULT_PARAMS = {
+    "ref_ds": None,
+    "level2_n_iter": 1,
+    "zscore_all": False,
+    "zscore_common": True,
+    "level1_equal_weight": False,
+    "scaling": True,
+    "reflection": True,
+    "demean": True,
+}
+
+
+def validate_datasets(datasets, name="datasets", min_subjects=2):
+    """Check a list of (n_samples, n_voxels) arrays with the same samples; return float64."""
+    if isinstance(datasets, np.ndarray) and datasets.ndim == 3:
+        datasets = list(datasets)
+    if not isinstance(datasets, (list, tuple)):
+        raise InputValidationError(
+            f"`{name}` must be a list of 2-D arrays (n_samples, n_voxels), one per subject; "
+            f"got {type(datasets).__name__}."
+        )
+    if len(datasets) < min_subjects:
+        raise InputValidationError(
+            f"`{name}` must hold at least {min_subjects} subjects to align them to a common "
+            f"space; got {len(datasets)}. Pass every subject's data in one list."
+        )
+    out = []
+    for i, X in enumerate(datasets):
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise InputValidationError(
+                f"`{name}[{i}]` must be 2-D (n_samples, n_voxels); got shape {X.shape}."
+            )
+        if X.dtype != np.float64:
+            X = X.astype(np.float64)
+        if not np.isfinite(X).all():
+            raise InputValidationError(
+                f"`{name}[{i}]` contains NaN or infinite values; mask or impute them first."
+            )
+        out.append(X)
+    n_samples = [X.shape[0] for X in out]
+    if len(set(n_samples)) != 1:
+        raise InputValidationError(
+            f"Every subject in `{name}` must have the same samples in the same order "
+            f"(e.g. the same movie time points); got numbers of samples {n_samples}. Crop "
+            "the runs to a common length (or select the same trials) before hyperalignment."
+        )
+    for i, X in enumerate(out):
+        if X.shape[0] < 2 or not np.any(X.std(axis=0) > 0):
+            raise InputValidationError(
+                f"`{name}[{i}]` has no voxel that varies over samples; check its mask "
+                "and run."
+            )
+    return out
+
+
+def _check_params(params, n_subjects):
+    unknown = set(params) - set(DEFAULT_PARAMS)
+    if unknown:
+        raise InputValidationError(
+            f"Unknown hyperalignment parameter(s) {sorted(unknown)}; valid names are "
+            f"{sorted(DEFAULT_PARAMS)}."
+        )
+    p = {**DEFAULT_PARAMS, **params}
+    ref = p["ref_ds"]
+    if ref is not None and (
+        not isinstance(ref, numbers.Integral) or isinstance(ref, bool)
+        or not 0 <= ref < n_subjects
+    ):
+        raise InputValidationError(
+            f"`ref_ds` must be None or a subject index in [0, {n_subjects - 1}]; got {ref!r}."
+        )
+    n_iter = p["level2_n_iter"]
+    if not isinstance(n_iter, numbers.Integral) or isinstance(n_iter, bool) or n_iter < 0:
+        raise InputValidationError(
+            f"`level2_n_iter` must be a non-negative integer; got {n_iter!r}."
+        )
+    for key in ("zscore_all", "zscore_common", "level1_equal_weight", "scaling",
+                "reflection", "demean"):
+        if not isinstance(p[key], (bool, np.bool_)):
+            raise InputValidationError(f"`{key}` must be True or False; got {p[key]!r}.")
+    return p
+
+
+class _Subject:
+    """One subject's training data with cached centring and Gram factor."""
+
+    def __init__(self, X, demean):
+        self.X = X
+        self.mu = X.mean(axis=0) if demean else np.zeros(X.shape[1])
+        self.X0 = X - self.mu if demean else X
+        self._factor = None
+
+    def solve(self, target, p):
+        B = target
+        mu_b = B.mean(axis=0) if p["demean"] else np.zeros(B.shape[1])
+        B0 = B - mu_b if p["demean"] else B
+        n, va = self.X0.shape
+        thin = n < max(va, B.shape[1])
+        if thin and self._factor is None:
+            self._factor = _RowFactor(self.X0)
+        return _Solution(self.X0, B0, self.mu, mu_b, p["scaling"], p["reflection"],
+                         fa=self._factor if thin else None, thin=thin)
+
+
+def hyperalign(datasets, **params):
+    """Fit Procrustes hyperalignment; return the template and one map per subject.
+
+    Parameters
+    ----------
+    datasets : list of array-like, each (n_samples, n_voxels_i)
+        One array per subject, same samples (time points, trials) in the same order.
+        Voxel counts may differ (the common space has the reference subject's voxels;
+        maps are rectangular, PyMVPA's zero-padding).
+    ref_ds : int or None, default None
+        Level-1 reference subject; ``None`` picks the subject with most voxels (first one
+        on ties), as PyMVPA.
+    level2_n_iter : int, default 1
+        Number of level-2 passes (PyMVPA ``level2_niter``).
+    zscore_all : bool, default False
+        Z-score every subject's data (per voxel) before alignment; the returned maps then
+        expect z-scored input (:func:`mvpa_flows.core.procrustes.zscore_columns`).
+    zscore_common : bool, default True
+        Z-score the common space and every projection after each update.
+    level1_equal_weight : bool, default False
+        Running mean over subjects in level 1 instead of PyMVPA's ``(new + common) / 2``
+        (later subjects weigh more by default). Equal weights as documented by PyMVPA (its
+        code weights the newest subject by the count instead).
+    scaling, reflection, demean : bool, default True
+        Passed to every Procrustes fit (:func:`mvpa_flows.core.procrustes.procrustes`).
+
+    Returns
+    -------
+    dict with
+        ``template`` (n_samples, n_voxels_ref): the final common space;
+        ``transforms``: list of :class:`ProcrustesMap` (level 3);
+        ``ref_ds``: index used; ``residuals``: (level2_n_iter + 1, n_subjects) Frobenius
+        norms of projection minus common space (rows: level 1, then each level-2 pass;
+        the reference subject's level-1 entry is 0), PyMVPA's
+        ``training_residual_errors``;
+        ``underdetermined``: per subject, whether its final rotation is partial;
+        ``zscore_params``: per subject (mean, std) when ``zscore_all`` else None;
+        ``params``: the parameters used.
+    """
+    datasets = validate_datasets(datasets)
+    n = len(datasets)
+    p = _check_params(params, n)
+    nfeatures = [X.shape[1] for X in datasets]
+    ref = int(np.argmax(nfeatures)) if p["ref_ds"] is None else int(p["ref_ds"])
+    zscore_params = None
+    if p["zscore_all"]:
+        zscore_params = [(X.mean(axis=0), X.std(axis=0)) for X in datasets]
+        datasets = [zscore_columns(X) for X in datasets]
+    subjects = [_Subject(X, p["demean"]) for X in datasets]
+    residuals = np.zeros((p["level2_n_iter"] + 1, n))
+
+    def _z(Y):
+        return zscore_columns(Y, copy=False) if p["zscore_common"] else Y
+
+    # Level 1 --------------------------------------------------------------------------
+    common = datasets[ref]
+    if p["zscore_common"] and not p["zscore_all"]:
+        common = zscore_columns(common)
+    data_mapped = list(datasets)          # the reference keeps its original samples
+    counts = 1
+    for i in range(n):
+        if i == ref:
+            continue
+        proj = _z(subjects[i].solve(common, p).projected())
+        data_mapped[i] = proj
+        residuals[0, i] = np.linalg.norm(proj - common)
+        if p["level1_equal_weight"]:
+            common = (counts * common + proj) / (counts + 1)
+        else:
+            common = 0.5 * (proj + common)
+        counts += 1
+        if p["zscore_common"]:
+            common = zscore_columns(common, copy=False)
+
+    # Level 2 --------------------------------------------------------------------------
+    common = np.mean(data_mapped, axis=0)
+    for loop in range(p["level2_n_iter"]):
+        for i in range(n):
+            temp = (common * n - data_mapped[i]) / (n - 1)
+            temp = _z(temp)
+            proj = _z(subjects[i].solve(temp, p).projected())
+            data_mapped[i] = proj
+            residuals[1 + loop, i] = np.linalg.norm(proj - common)
+        common = np.mean(data_mapped, axis=0)
+    if p["zscore_common"]:
+        common = zscore_columns(common, copy=False)
+    template = common
+
+    # Level 3 --------------------------------------------------------------------------
+    transforms, underdetermined = [], []
+    for i in range(n):
+        sol = subjects[i].solve(template, p)
+        transforms.append(sol.to_map(params={k: p[k] for k in ("scaling", "reflection",
+                                                             "demean")}))
+        underdetermined.append(bool(sol.underdetermined))
+    if any(underdetermined):
+        which = [i for i, u in enumerate(underdetermined) if u]
+        warnings.warn(
+            f"Hyperalignment rotations of subject(s) {which} are determined only on the "
+            f"span of their training data ({datasets[0].shape[0]} samples for up to "
+            f"{max(nfeatures)} voxels, or constant voxels): components of new data outside "
+            "that span are discarded. Use more training samples than voxels for full "
+            "rotations.",
+            UnderdeterminedRotationWarning,
+            stacklevel=2,
+        )
+    return {
+        "template": template,
+        "transforms": transforms,
+        "ref_ds": ref,
+        "residuals": residuals,
+        "underdetermined": underdetermined,
+        "zscore_params": zscore_params,
+        "params": {**p, "ref_ds": p["ref_ds"]},
+    }
+
+
+def _zscore_with(X, mean, std):
+    X = X - mean
+    nz = std > 0
+    X[:, nz] /= std[nz]
+    return X
+
+
+def apply_transforms(transforms, datasets, zscore_params=None, name="datasets"):
+    """Map each subject's (n_i, n_voxels_i) data into the common space.
+
+    ``zscore_params``: per subject ``(mean, std)`` of the training data (``zscore_all``),
+    applied first, as PyMVPA's chained ``ZScoreMapper``.
+    """
+    if len(transforms) != len(datasets):
+        raise InputValidationError(
+            f"`{name}` has {len(datasets)} subjects but {len(transforms)} transforms were "
+            "fitted; pass the subjects in the order used in fit."
+        )
+    out = []
+    for i, (m, X) in enumerate(zip(transforms, datasets)):
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != m.shape[0]:
+            raise InputValidationError(
+                f"`{name}[{i}]` must be (n_samples, {m.shape[0]}) like the training data of "
+                f"subject {i}; got shape {X.shape}."
+            )
+        if zscore_params is not None:
+            X = _zscore_with(X, *zscore_params[i])
+        out.append(m.transform(X))
+    return out
+
+
+def inverse_transforms(transforms, datasets, zscore_params=None, name="datasets"):
+    """Map common-space data back into each subject's voxels (undoing ``zscore_all``)."""
+    if len(transforms) != len(datasets):
+        raise InputValidationError(
+            f"`{name}` has {len(datasets)} entries but {len(transforms)} transforms were "
+            "fitted."
+        )
+    out = []
+    for i, (m, Y) in enumerate(zip(transforms, datasets)):
+        X = m.inverse_transform(np.asarray(Y, dtype=np.float64))
+        if zscore_params is not None:
+            mean, std = zscore_params[i]
+            X = X * np.where(std > 0, std, 1.0) + mean
+        out.append(X)
+    return out
+
+
+__all__ += ["ProcrustesMap", "apply_transforms", "inverse_transforms"]

@@ -159,7 +159,9 @@ def make_synthetic_dataset(
             img = nb.Nifti1Image(data, affine)
             img.header.set_xyzt_units("mm", "sec")
             img.header["pixdim"][4] = tr
-            img.to_filename(func / f"{stem}_bold.nii.gz")
+            raw = nb.Nifti1Image(np.round(data).astype(np.int16), affine, img.header)
+            raw.set_data_dtype(np.int16)
+            raw.to_filename(func / f"{stem}_bold.nii.gz")
             img.to_filename(dfunc / f"{stem}{space_ent}_desc-preproc_bold.nii.gz")
             _write_json(
                 dfunc / f"{stem}{space_ent}_desc-preproc_bold.json",

@@ -51,6 +51,7 @@ class RunConfig:
     bids_filters: dict = field(default_factory=dict)
     bids_database_dir: Path | None = None
     skip_bids_validation: bool = False
+    datalad_get: bool = True
     nprocs: int = 1
     omp_nthreads: int = 1
     mem_gb: float | None = None
@@ -156,6 +157,7 @@ def build_config(args, argv=None):
         bids_filters=filters,
         bids_database_dir=args.bids_database_dir,
         skip_bids_validation=args.skip_bids_validation,
+        datalad_get=not args.no_datalad_get,
         nprocs=nprocs,
         omp_nthreads=args.omp_nthreads or 1,
         mem_gb=args.mem_gb,

@@ -95,6 +95,12 @@ def build_parser():
         action="store_true",
         help="do not validate BIDS_DIR with pybids",
     )
+    g.add_argument(
+        "--no-datalad-get",
+        action="store_true",
+        help="in DataLad datasets, do not fetch missing input content (default: fetch "
+        "only the files this run reads)",
+    )
     g.add_argument("--spec", type=Path, help="analysis spec (JSON) holding any option below")
     a = parser.add_argument_group("samples and cleaning")
     a.add_argument("--conditions", nargs="+", help=help_of("conditions"))

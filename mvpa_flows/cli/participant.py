@@ -13,6 +13,7 @@ from mvpa_flows.interfaces.bids import (
     resolve_space,
     write_dataset_description,
 )
+from mvpa_flows.interfaces.datalad import dataset_root, fetch, sidecars_of
 
 logger = logging.getLogger("mvpa_flows")
 
@@ -52,8 +53,26 @@ def select_task(fmriprep_layout, subjects, task):
     raise InputValidationError(f"Several tasks are present ({tasks}); choose one with --task.")
 
 
+def _requested_subjects(config):
+    if config.participant_label:
+        return config.participant_label
+    return sorted(p.name[4:] for p in config.fmriprep_dir.glob("sub-*") if p.is_dir())
+
+
 def collect(config):
-    """Collect and validate every subject's inputs; fill ``config.subject_data``."""
+    """Collect and validate every subject's inputs; fill ``config.subject_data``.
+
+    In DataLad datasets, the selected subjects' JSON sidecars are fetched before pybids
+    reads metadata, and the BOLD series, masks, confounds and events after the queries
+    have picked them; nothing else is fetched.
+    """
+    datalad_inputs = any(dataset_root(p) for p in (config.bids_dir, config.fmriprep_dir))
+    if datalad_inputs:
+        fetch(
+            sidecars_of(_requested_subjects(config), config.bids_dir, config.fmriprep_dir),
+            jobs=config.nprocs,
+            enabled=config.datalad_get,
+        )
     database = config.bids_database_dir or config.work_dir / "bids_db"
     raw, fmriprep = load_layouts(
         config.bids_dir,
@@ -76,6 +95,9 @@ def collect(config):
             space=config.space,
             filters=config.bids_filters,
         )
+        if datalad_inputs:
+            needed = [f for key in ("bold", "mask", "confounds", "events") for f in data[key]]
+            fetch(needed, jobs=config.nprocs, enabled=config.datalad_get)
         checked = check_inputs(
             data["bold"],
             data["mask"],

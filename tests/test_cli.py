@@ -269,3 +269,46 @@ def test_haxby_outputs_match_the_manifest(haxby_dir, tmp_path):
     assert _files(out) == sorted(manifest)
     p = nb.load(next(out.rglob("*stat-p_desc-anova_statmap.nii.gz"))).get_fdata()
     assert (p[p > 0] < 1e-10).sum() > 10
+
+
+def test_use_plugin_file_runs_multiproc(synthetic_bids, tmp_path):
+    from types import SimpleNamespace
+
+    from mvpa_flows.cli.execution import plugin_settings
+
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text("plugin: MultiProc\nplugin_args:\n  n_procs: 2\n  memory_gb: 2\n")
+    out = tmp_path / "out"
+    code = main(
+        [
+            str(synthetic_bids),
+            str(out),
+            "participant",
+            "--participant-label",
+            "01",
+            "-w",
+            str(tmp_path / "work"),
+            "--use-plugin",
+            str(plugin),
+        ]
+    )
+    assert code == 0 and len(list(out.rglob("*_statmap.nii.gz"))) == 2
+    assert plugin_settings(SimpleNamespace(plugin={}, nprocs=4, mem_gb=8.0)) == {
+        "plugin": "MultiProc",
+        "plugin_args": {
+            "n_procs": 4,
+            "memory_gb": 8.0,
+            "raise_insufficient": False,
+            "maxtasksperchild": 1,
+        },
+    }
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"n_procs": 2}')
+    assert main([str(synthetic_bids), str(out), "participant", "--use-plugin", str(bad)]) == 64
+
+
+def test_memory_units():
+    from mvpa_flows.cli.parser import _memory_gb
+
+    assert _memory_gb("8G") == 8 and _memory_gb("16GB") == 16
+    assert _memory_gb("4096M") == 4 and _memory_gb("2048") == 2

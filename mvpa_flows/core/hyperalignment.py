@@ -254,8 +254,9 @@ def hyperalign(datasets, **params):
         which = [i for i, u in enumerate(underdetermined) if u]
         warnings.warn(
             f"Hyperalignment rotations of subject(s) {which} are determined only on the "
-            f"span of their training data ({datasets[0].shape[0]} samples for up to "
-            f"{max(nfeatures)} voxels, or constant voxels): components of new data outside "
+            f"span of their training data (ranks {[t.rank for t in transforms]} for "
+            f"{nfeatures} voxels, {datasets[0].shape[0]} samples; fewer samples than voxels, "
+            "constant voxels or collinear data): components of new data outside "
             "that span are discarded. Use more training samples than voxels for full "
             "rotations.",
             UnderdeterminedRotationWarning,

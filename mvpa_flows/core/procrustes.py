@@ -219,7 +219,9 @@ def _polar(C, reflection=True):
     keep = lam > tol
     lam_k = lam[keep]
     ratio = lam_k[0] / lam_max
-    if ratio >= 1.0 / _EIGH_NS_COND**2:
+    # The eigh route resolves singular values only down to ~sqrt(eps) * s_max; whenever
+    # some fall below that, the SVD decides the rank (to ~eps * s_max).
+    if keep.all() and ratio >= 1.0 / _EIGH_NS_COND**2:
         sig = np.sqrt(lam_k)
         Vk = V[:, keep] if not keep.all() else V
         U = (C @ Vk) / sig
@@ -237,7 +239,7 @@ def _polar(C, reflection=True):
         except linalg.LinAlgError:
             U, s, Vt = linalg.svd(C, full_matrices=False, check_finite=False,
                                   lapack_driver="gesvd")
-        keep = s > np.sqrt(tol)
+        keep = s > (s[0] * max(m, k) * np.finfo(np.float64).eps if s.size else 0.0)
         rank = int(keep.sum())
         U, s, Vt = U[:, keep], s[keep], Vt[keep]
         P = U @ Vt
@@ -393,9 +395,8 @@ def procrustes(source, target, scaling=True, reflection=True, demean=True, metho
     if sol.underdetermined and warn_underdetermined:
         warnings.warn(
             f"The Procrustes rotation is determined only on a {sol.rank}-dimensional "
-            f"subspace of the {A.shape[1]} source voxels ({A.shape[0]} samples"
-            f"{', some voxels constant' if A.shape[0] > min(A.shape[1], B.shape[1]) else ''}"
-            "). Outside the span of the training data the map is zero: components of new "
+            f"subspace of the {A.shape[1]} source voxels ({A.shape[0]} samples; constant "
+            "voxels or collinear data lower the rank). Outside the span of the training data the map is zero: components of new "
             "data there are discarded. Use more samples than voxels for a full rotation.",
             UnderdeterminedRotationWarning,
             stacklevel=2,

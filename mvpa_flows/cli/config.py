@@ -53,6 +53,7 @@ class RunConfig:
     skip_bids_validation: bool = False
     datalad_get: bool = True
     nprocs: int = 1
+    searchlight_chunks: int = 1
     omp_nthreads: int = 1
     mem_gb: float | None = None
     plugin: dict = field(default_factory=dict)
@@ -61,6 +62,11 @@ class RunConfig:
     verbose: int = 0
     command_line: str = ""
     subject_data: dict = field(default_factory=dict)
+
+    @property
+    def searchlight_jobs(self):
+        """Workers inside each searchlight chunk node: the cores left per chunk."""
+        return max(1, self.nprocs // max(1, self.searchlight_chunks))
 
     @property
     def dataset_links(self):
@@ -129,6 +135,10 @@ def build_config(args, argv=None):
         given = getattr(args, key, None)
         if given is not None:
             values[key] = given
+    if values.get("process_mask"):
+        values["process_mask"] = str(Path(values["process_mask"]).absolute())
+    if values.get("roi_mask"):
+        values["roi_mask"] = str(Path(values["roi_mask"]).absolute())
     if values.get("participant_label"):
         values["participant_label"] = [
             p[4:] if p.startswith("sub-") else p for p in values["participant_label"]
@@ -159,6 +169,7 @@ def build_config(args, argv=None):
         skip_bids_validation=args.skip_bids_validation,
         datalad_get=not args.no_datalad_get,
         nprocs=nprocs,
+        searchlight_chunks=args.searchlight_chunks,
         omp_nthreads=args.omp_nthreads or 1,
         mem_gb=args.mem_gb,
         plugin=_load_plugin(args.use_plugin),

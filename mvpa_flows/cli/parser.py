@@ -160,6 +160,14 @@ def build_parser():
         help="memory limit with unit suffix (e.g. 8G)",
     )
     p.add_argument("--use-plugin", type=Path, help="Nipype plugin settings (YAML or JSON)")
+    p.add_argument(
+        "--searchlight-chunks",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split each subject's searchlight spheres into N nodes (for cluster plugins); "
+        "results are identical to one node",
+    )
     p.add_argument("--random-seed", type=int, help=help_of("random_seed"))
     p.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first error")
     p.add_argument("--write-graph", action="store_true", help="write the workflow graph")

@@ -180,3 +180,10 @@ def load_samples(
         "VoxelSize": [float(z) for z in bold_imgs[0].header.get_zooms()[:3]],
     }
     return X, table, checked["mask_img"], info
+
+
+def mean_epi(bold_file):
+    """Mean over time of a BOLD series (the background of the report's figures)."""
+    from nilearn.image import mean_img
+
+    return mean_img(bold_file, copy_header=True)

@@ -12,7 +12,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from mvpa_flows.core.dataset import load_samples
+from mvpa_flows.core.dataset import load_samples, mean_epi
 from mvpa_flows.core.samples import contrast_label
 
 
@@ -61,6 +61,7 @@ class _PrepareSamplesOutputSpec(TraitedSpec):
     info = traits.Dict(desc="what was used: conditions, counts, confounds, cleaning")
     info_file = File(exists=True, desc="the same information as JSON")
     contrast = traits.Str(desc="the contrast- entity of the outputs")
+    mean_bold = File(exists=True, desc="mean EPI of the first run (report background)")
 
 
 class PrepareSamples(SimpleInterface):
@@ -97,6 +98,8 @@ class PrepareSamples(SimpleInterface):
         table.to_csv(self._results["samples_file"], sep="\t", index=False)
         self._results["mask_file"] = os.path.join(cwd, "analysis_mask.nii.gz")
         mask_img.to_filename(self._results["mask_file"])
+        self._results["mean_bold"] = os.path.join(cwd, "mean_bold.nii.gz")
+        mean_epi(self.inputs.bold_file[0]).to_filename(self._results["mean_bold"])
         self._results["contrast"] = self.inputs.contrast_label or contrast_label(
             info["Conditions"]
         )

@@ -3,7 +3,7 @@
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from mvpa_flows.workflows.participant import init_mvpa_wf
+from mvpa_flows.workflows.participant import PARTICIPANT_ANALYSES, init_mvpa_wf
 
 
 def init_mvpa_flows_wf(config):
@@ -33,13 +33,24 @@ def init_mvpa_flows_wf(config):
             subject_data=subject_data,
             output_dir=str(config.output_dir),
             dataset_links=config.dataset_links,
-            analyses=[a for a in config.analyses if a in ("ftest",)],
+            analyses=[a for a in config.analyses if a in PARTICIPANT_ANALYSES],
             conditions=config.conditions,
             contrast_label=config.contrast_label,
             confounds=config.confounds,
             detrend=config.detrend,
             standardize=config.standardize,
             hrf_delay=config.hrf_delay,
+            searchlight={
+                "radius": config.radius,
+                "estimator": config.estimator,
+                "cv": config.cv,
+                "scoring": config.scoring,
+                "n_permutations": config.n_permutations,
+                "random_seed": config.random_seed,
+                "process_mask": config.process_mask,
+                "n_chunks": config.searchlight_chunks,
+                "n_jobs": config.searchlight_jobs,
+            },
         )
         workflow.add_nodes([single])
     return workflow

@@ -4,8 +4,12 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from mvpa_flows.interfaces.bids import DerivativesDataSink
+from mvpa_flows.interfaces.searchlight import STAT_LABELS
 from mvpa_flows.workflows.ftest import init_ftest_wf
 from mvpa_flows.workflows.prepare import init_prepare_wf
+from mvpa_flows.workflows.searchlight import init_searchlight_wf
+
+PARTICIPANT_ANALYSES = ("ftest", "searchlight")
 
 #: Input fields of :func:`init_mvpa_wf`; fMRIPrep's own names are accepted as aliases.
 INPUT_FIELDS = [
@@ -55,6 +59,7 @@ def init_mvpa_wf(
     detrend=True,
     standardize="zscore_run",
     hrf_delay=0.0,
+    searchlight=None,
     name="mvpa_wf",
 ):
     """
@@ -77,7 +82,7 @@ def init_mvpa_wf(
     ----------
     output_dir : str
         Derivatives root; outputs are named from ``bids_specs/mvpa_flows.json``.
-    analyses : sequence of {"ftest"}
+    analyses : sequence of {"ftest", "searchlight"}
         Analyses to run.
     dataset_links : dict or None
         Dataset name -> root, so sidecars cite ``bids:<name>:<path>`` URIs.
@@ -86,6 +91,11 @@ def init_mvpa_wf(
     contrast_label : str or None
         Value of the ``contrast-`` entity (default: the conditions in camelCase joined
         by ``Vs``).
+    searchlight : dict or None
+        Keyword arguments of
+        :func:`~mvpa_flows.workflows.searchlight.init_searchlight_wf` (radius,
+        estimator, cv, scoring, n_permutations, random_seed, process_mask, n_chunks,
+        n_jobs).
     name : str
         Workflow name.
 
@@ -112,21 +122,35 @@ def init_mvpa_wf(
         Sample table and analysis mask (work directory copies).
     f_map, p_map
         F-test maps (when ``"ftest"`` is among ``analyses``).
+    score_map, score_p_map
+        Searchlight maps (when ``"searchlight"`` is among ``analyses``).
+    mean_bold
+        Mean EPI of the first run (background of the report figures).
     """
     from nipype.pipeline.engine import Workflow
 
-    unknown = sorted(set(analyses) - {"ftest"})
+    unknown = sorted(set(analyses) - set(PARTICIPANT_ANALYSES))
     if unknown:
         raise ValueError(
             f"analyses {unknown} are not participant analyses of this workflow; choose "
-            "from ['ftest']."
+            f"from {list(PARTICIPANT_ANALYSES)}."
         )
     workflow = Workflow(name=name)
     inputnode = pe.Node(
         niu.IdentityInterface(fields=INPUT_FIELDS + list(FMRIPREP_ALIASES)), name="inputnode"
     )
     outputnode = pe.Node(
-        niu.IdentityInterface(fields=["samples_file", "mask_file", "f_map", "p_map"]),
+        niu.IdentityInterface(
+            fields=[
+                "samples_file",
+                "mask_file",
+                "mean_bold",
+                "f_map",
+                "p_map",
+                "score_map",
+                "score_p_map",
+            ]
+        ),
         name="outputnode",
     )
     picks = {
@@ -160,6 +184,11 @@ def init_mvpa_wf(
         {"desc": "analysis", "suffix": "mask"},
         "Analysis mask: the intersection of the runs' brain masks.",
     )
+    ds_mean = sink(
+        "ds_mean_bold",
+        {"desc": "mean", "suffix": "bold"},
+        "Mean over time of the first run's preprocessed BOLD series (figure background).",
+    )
     ds_samples = sink(
         "ds_samples",
         {"suffix": "samples", "space": None},
@@ -184,6 +213,9 @@ def init_mvpa_wf(
             ("outputnode.mask_file", "mask_file"),
         ]),
         (sources, ds_mask, [("out", "source_files")]),
+        (sources, ds_mean, [("out", "source_files")]),
+        (prepare_wf, ds_mean, [("outputnode.mean_bold", "in_file")]),
+        (prepare_wf, outputnode, [("outputnode.mean_bold", "mean_bold")]),
         (sources, ds_samples, [("out", "source_files")]),
         (prepare_wf, ds_mask, [("outputnode.mask_file", "in_file")]),
         (prepare_wf, ds_samples, [("outputnode.samples_file", "in_file"),
@@ -222,6 +254,44 @@ def init_mvpa_wf(
         ])  # fmt:skip
         for node in (ds_f, ds_p):
             workflow.connect(prepare_wf, "outputnode.contrast", node, "contrast")
+
+    if "searchlight" in analyses:
+        sl_kwargs = dict(searchlight or {})
+        searchlight_wf = init_searchlight_wf(**sl_kwargs)
+        stat = STAT_LABELS[sl_kwargs.get("scoring", "accuracy")]
+        sl_meta = pe.Node(niu.Merge(2), name="searchlight_metadata")
+        ds_score = sink(
+            "ds_searchlight_score",
+            {"stat": stat, "desc": "searchlight", "suffix": "statmap"},
+            "Cross-validated decoding score of the searchlight sphere centred on each voxel.",
+        )
+        workflow.connect([
+            (prepare_wf, searchlight_wf, [
+                ("outputnode.data_file", "inputnode.data_file"),
+                ("outputnode.samples_file", "inputnode.samples_file"),
+                ("outputnode.mask_file", "inputnode.mask_file"),
+            ]),
+            (prepare_wf, sl_meta, [("outputnode.info", "in1")]),
+            (searchlight_wf, sl_meta, [("outputnode.metadata", "in2")]),
+            (searchlight_wf, ds_score, [("outputnode.score_map", "in_file")]),
+            (sl_meta, ds_score, [("out", "extra_metadata")]),
+            (sources, ds_score, [("out", "source_files")]),
+            (prepare_wf, ds_score, [("outputnode.contrast", "contrast")]),
+            (searchlight_wf, outputnode, [("outputnode.score_map", "score_map")]),
+        ])  # fmt:skip
+        if sl_kwargs.get("n_permutations", 0) > 0:
+            ds_sl_p = sink(
+                "ds_searchlight_p",
+                {"stat": "p", "desc": "searchlight", "suffix": "statmap"},
+                "Permutation p-value of the searchlight score (labels shuffled within runs).",
+            )
+            workflow.connect([
+                (searchlight_wf, ds_sl_p, [("outputnode.p_map", "in_file")]),
+                (sl_meta, ds_sl_p, [("out", "extra_metadata")]),
+                (sources, ds_sl_p, [("out", "source_files")]),
+                (prepare_wf, ds_sl_p, [("outputnode.contrast", "contrast")]),
+                (searchlight_wf, outputnode, [("outputnode.p_map", "score_p_map")]),
+            ])  # fmt:skip
     return workflow
 
 

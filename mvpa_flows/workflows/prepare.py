@@ -75,6 +75,8 @@ def init_prepare_wf(
         Dictionary describing the samples and cleaning.
     contrast
         Value of the ``contrast-`` entity.
+    mean_bold
+        Mean EPI of the first run.
     """
     from nipype.pipeline.engine import Workflow
 
@@ -94,7 +96,7 @@ def init_prepare_wf(
     )
     outputnode = pe.Node(
         niu.IdentityInterface(
-            fields=["data_file", "samples_file", "mask_file", "info", "contrast"]
+            fields=["data_file", "samples_file", "mask_file", "info", "contrast", "mean_bold"]
         ),
         name="outputnode",
     )
@@ -123,6 +125,7 @@ def init_prepare_wf(
             ("mask_file", "mask_file"),
             ("info", "info"),
             ("contrast", "contrast"),
+            ("mean_bold", "mean_bold"),
         ]),
     ])  # fmt:skip
     return workflow

@@ -52,6 +52,7 @@ def test_participant_ftest_on_synthetic_data(synthetic_bids, tmp_path):
         for e in ("nii.gz", "json")
     }
     expected |= {f"{stem}_desc-analysis_mask.{e}" for e in ("nii.gz", "json")}
+    expected |= {f"{stem}_desc-mean_bold.{e}" for e in ("nii.gz", "json")}
     expected |= {f"{stem}_samples.{e}" for e in ("tsv", "json")}
     expected |= {"dataset_description.json", ".bidsignore"}
     assert set(_files(out)) == expected

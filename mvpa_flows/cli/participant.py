@@ -59,12 +59,12 @@ def _requested_subjects(config):
     return sorted(p.name[4:] for p in config.fmriprep_dir.glob("sub-*") if p.is_dir())
 
 
-def collect(config):
-    """Collect and validate every subject's inputs; fill ``config.subject_data``.
+def collect_files(config):
+    """Find every selected subject's runs; return ``{subject: collect_inputs(...)}``.
 
-    In DataLad datasets, the selected subjects' JSON sidecars are fetched before pybids
-    reads metadata, and the BOLD series, masks, confounds and events after the queries
-    have picked them; nothing else is fetched.
+    Sets ``config.task`` and ``config.space``. In DataLad datasets the selected subjects'
+    JSON sidecars are fetched before pybids reads metadata, and the BOLD series, masks,
+    confounds and events after the queries have picked them; nothing else is fetched.
     """
     datalad_inputs = any(dataset_root(p) for p in (config.bids_dir, config.fmriprep_dir))
     if datalad_inputs:
@@ -85,7 +85,7 @@ def collect(config):
     config.space = resolve_space(
         fmriprep, subjects, config.task, config.space, config.bids_filters
     )
-    conditions = config.conditions
+    found = {}
     for subject in subjects:
         data = collect_inputs(
             raw,
@@ -98,6 +98,14 @@ def collect(config):
         if datalad_inputs:
             needed = [f for key in ("bold", "mask", "confounds", "events") for f in data[key]]
             fetch(needed, jobs=config.nprocs, enabled=config.datalad_get)
+        found[subject] = data
+    return found
+
+
+def collect(config):
+    """Collect and validate every subject's inputs; fill ``config.subject_data``."""
+    conditions = config.conditions
+    for subject, data in collect_files(config).items():
         checked = check_inputs(
             data["bold"],
             data["mask"],

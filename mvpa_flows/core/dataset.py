@@ -9,7 +9,14 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 
-from mvpa_flows.core.cleaning import analysis_mask, prepare_samples, select_confounds
+from mvpa_flows.core.cleaning import (
+    analysis_mask,
+    check_same_grid,
+    clean_run,
+    masked_run_data,
+    prepare_samples,
+    select_confounds,
+)
 from mvpa_flows.core.errors import InputValidationError
 from mvpa_flows.core.samples import build_sample_table, read_events
 
@@ -187,3 +194,46 @@ def mean_epi(bold_file):
     from nilearn.image import mean_img
 
     return mean_img(bold_file, copy_header=True)
+
+
+def load_timeseries(
+    bold_files: Sequence[str],
+    mask_file: str,
+    confounds_files: Sequence[str | None] | None = None,
+    repetition_times: Sequence[float] | None = None,
+    confounds: Sequence[str] | None = None,
+    detrend: bool = True,
+    standardize: str = "zscore_run",
+):
+    """Cleaned time series of whole runs inside ``mask_file`` (e.g. a movie ROI).
+
+    Each run is cleaned like the participant level (confounds, detrending, z-scoring
+    within the run) and every volume is kept.
+
+    Returns
+    -------
+    list of ndarray
+        One (n_volumes, n_voxels) array per run, in the order of ``bold_files``.
+    """
+    mask_img = nb.load(mask_file)
+    mask = np.asarray(mask_img.dataobj) > 0
+    confounds_files = list(confounds_files) if confounds_files else [None] * len(bold_files)
+    repetition_times = list(repetition_times) if repetition_times else [None] * len(bold_files)
+    series = []
+    for path, conf_path, tr in zip(bold_files, confounds_files, repetition_times, strict=True):
+        img = nb.load(path)
+        name = Path(path).name
+        check_same_grid(img, mask_img, name, f"the mask {Path(mask_file).name}")
+        frame = pd.read_csv(conf_path, sep="\t", na_values=["n/a"]) if conf_path else None
+        values, _ = select_confounds(frame, confounds, source=Path(conf_path or name).name)
+        data = masked_run_data(img, mask, name)
+        series.append(
+            clean_run(
+                data,
+                values,
+                detrend=detrend,
+                standardize=standardize,
+                t_r=_repetition_time(img, tr, name),
+            )
+        )
+    return series

@@ -257,8 +257,11 @@ def _lda_solve(S1, S2, cnt, shrinkage, U2=None):
             beta = np.minimum(beta, delta)
             with np.errstate(invalid="ignore", divide="ignore"):
                 sh = np.where(beta == 0, 0.0, beta / delta)
-        else:
-            sh = np.full(B, float(shrinkage))
+        else:  # shrunk_covariance(empirical_covariance(X), shrinkage): no scaling
+            sh = float(shrinkage)
+            cov += priors[c] * (1.0 - sh) * C
+            diag_add += (priors[c] * sh * np.trace(C, axis1=1, axis2=2) / k)[:, None]
+            continue
         # rescaled shrunk covariance: (1-sh) C + sh * mu * diag(scale^2)
         cov += (priors[c] * (1.0 - sh))[:, None, None] * C
         diag_add += (priors[c] * sh * mu)[:, None] * scale**2
@@ -508,8 +511,6 @@ ENGINES = {
 def run_engine(name, est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progress):
     """Run engine ``name`` (see module docstring), limiting BLAS threads to n_jobs."""
     engine = ENGINES[name]
-    if name == "generic" and n_jobs > 1:
-        with threadpool_limits(limits=1, user_api="blas"):
-            return engine(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progress)
-    with threadpool_limits(limits=n_jobs, user_api="blas"):
+    limit = 1 if (name == "generic" and n_jobs > 1) else n_jobs
+    with threadpool_limits(limits=limit, user_api="blas"), np.errstate(all="ignore"):
         return engine(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progress)

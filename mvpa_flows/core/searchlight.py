@@ -264,7 +264,14 @@ def select_engine(estimator, n_classes=2):
         and p.get("solver") == "lsqr"
         and p.get("priors") is None
         and p.get("covariance_estimator") is None
-        and (p.get("shrinkage") in (None, "auto", "empirical"))
+        and (
+            p.get("shrinkage") in (None, "auto", "empirical")
+            or (
+                isinstance(p.get("shrinkage"), float | int)
+                and not isinstance(p.get("shrinkage"), bool)
+                and 0 <= p.get("shrinkage") <= 1
+            )
+        )
     ):
         return "lda"
     if (

@@ -1,0 +1,363 @@
+"""Searchlight engines against scikit-learn fitted on every sphere, and nilearn."""
+
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.linear_model import LogisticRegression, RidgeClassifier
+from sklearn.model_selection import GroupKFold, KFold, LeaveOneGroupOut
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.svm import LinearSVC
+
+from mvpa_flows.core import searchlight as sl
+from mvpa_flows.core._sl_engines import run_engine
+from mvpa_flows.core.neighbourhoods import sphere_adjacency
+from mvpa_flows.core.searchlight import (
+    CorrelationClassifier,
+    merge_results,
+    permuted_labels,
+    resolve_cv,
+    resolve_estimator,
+    search_light,
+    select_engine,
+)
+
+AFFINE = np.diag([3.5, 3.75, 3.1, 1.0])
+
+
+def _data(seed=0, n_runs=4, per_class=6, n_classes=2, shape=(7, 6, 5), offset=0.0):
+    rng = np.random.default_rng(seed)
+    mask = rng.random(shape) > 0.25  # holes: many spheres cut by the mask edge
+    n_vox = int(mask.sum())
+    runs = np.repeat(np.arange(n_runs), per_class * n_classes)
+    y = np.tile(np.repeat(np.array(["face", "house", "cat"][:n_classes]), per_class), n_runs)
+    X = rng.standard_normal((len(y), n_vox)) * rng.uniform(0.5, 3, n_vox) + offset
+    X[y == "house", : n_vox // 3] += 0.7
+    return X, y, runs, mask
+
+
+def _folds(runs):
+    return [(np.flatnonzero(runs != r), np.flatnonzero(runs == r)) for r in np.unique(runs)]
+
+
+def _engine_outputs(name, est, X, A, y, folds):
+    classes, codes = np.unique(y, return_inverse=True)
+    out = {}
+
+    def consume(s, sph, pred, dec):
+        idx = np.arange(A.shape[0])[sph]
+        out.setdefault("pred", np.empty((A.shape[0], pred.shape[1]), int))[idx] = pred
+        out.setdefault("dec", np.empty((A.shape[0], pred.shape[1])))[idx] = dec
+
+    run_engine(name, est, X, A, codes[None], folds, len(classes), True, consume, 1, lambda n: 0)
+    return classes, out["pred"], out["dec"]
+
+
+def _sklearn_outputs(est, X, A, y, folds, proba=False):
+    from sklearn.base import clone
+
+    preds, decs = [], []
+    for i in range(A.shape[0]):
+        cols = A.indices[A.indptr[i] : A.indptr[i + 1]]
+        p, d = [], []
+        for tr, te in folds:
+            e = clone(est).fit(X[tr][:, cols], y[tr])
+            p.append(e.predict(X[te][:, cols]))
+            d.append(e.predict_proba(X[te][:, cols])[:, 1] if proba else e.decision_function(X[te][:, cols]))
+        preds.append(np.concatenate(p))
+        decs.append(np.concatenate(d))
+    return np.array(preds), np.array(decs)
+
+
+@pytest.mark.parametrize(
+    "name, est",
+    [
+        ("gnb", GaussianNB()),
+        ("gnb", GaussianNB(var_smoothing=1e-3)),
+        ("lda", LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")),
+        ("lda", LinearDiscriminantAnalysis(solver="lsqr")),
+        ("lda", LinearDiscriminantAnalysis(solver="lsqr", shrinkage=0.3)),
+        ("ridge", RidgeClassifier()),
+        ("ridge", RidgeClassifier(alpha=10.0)),
+        ("correlation", CorrelationClassifier()),
+    ],
+)
+@pytest.mark.parametrize("offset", [0.0, 100.0])
+def test_closed_form_engines_match_sklearn_per_sphere(name, est, offset):
+    X, y, runs, mask = _data(offset=offset)
+    X[:, 3] = 2.0  # a constant voxel must not break anything
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    folds = _folds(runs)
+    assert select_engine(est) == name
+    classes, pred, dec = _engine_outputs(name, est, X, A, y, folds)
+    ref_pred, ref_dec = _sklearn_outputs(est, X, A, y, folds, proba=name == "gnb")
+    assert np.array_equal(classes[pred], ref_pred)
+    # 1e-9 relative to the scale of each sphere's decision values (values near 0
+    # carry the absolute rounding error of the larger terms they are made of)
+    scale = np.abs(ref_dec).max(axis=1, keepdims=True)
+    assert np.all(np.abs(dec - ref_dec) <= 1e-9 * scale + 1e-12)
+
+
+@pytest.mark.slow
+def test_gnb_and_lda_multiclass_predictions_match_sklearn():
+    X, y, runs, mask = _data(n_classes=3, seed=3)
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    for name, est in [("gnb", GaussianNB()), ("lda", resolve_estimator("lda")),
+                      ("ridge", RidgeClassifier()), ("correlation", CorrelationClassifier())]:
+        classes, pred, _ = _engine_outputs(name, est, X, A, y, _folds(runs))
+        ref_pred, _ = _sklearn_outputs(est, X, A, y, _folds(runs), proba=True) if name == "gnb" else (
+            _sklearn_outputs(est, X, A, y, _folds(runs))
+        )
+        assert np.array_equal(classes[pred], ref_pred), name
+
+
+@pytest.mark.parametrize(
+    "name, est, tight",
+    [
+        ("svc", LinearSVC(max_iter=10000, random_state=0),
+         LinearSVC(tol=1e-12, max_iter=200000, random_state=0)),
+        ("svc", LinearSVC(C=0.05, intercept_scaling=3.0),
+         LinearSVC(C=0.05, intercept_scaling=3.0, dual=False, tol=1e-12, max_iter=200000)),
+        pytest.param(
+            "logistic", LogisticRegression(),
+            LogisticRegression(solver="newton-cholesky", tol=1e-12, max_iter=1000),
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
+def test_newton_engines_reach_the_solver_optimum(name, est, tight):
+    X, y, runs, mask = _data(seed=1, shape=(5, 5, 4))
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    folds = _folds(runs)
+    assert select_engine(est) == name
+    classes, pred, dec = _engine_outputs(name, est, X, A, y, folds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref_pred, ref_dec = _sklearn_outputs(tight, X, A, y, folds)
+        def_pred, _ = _sklearn_outputs(est, X, A, y, folds)
+    # same convex optimum: decision values agree to the tight solver's accuracy
+    np.testing.assert_allclose(dec, ref_dec, rtol=1e-6, atol=1e-6)
+    # default-tolerance predictions agree almost everywhere, and only where |dec| is tiny
+    differ = classes[pred] != def_pred
+    assert differ.mean() < 0.005
+    assert np.all(np.abs(dec[differ]) < 1e-2)
+
+
+def test_multiclass_svc_goes_generic_and_matches():
+    X, y, runs, mask = _data(n_classes=3, per_class=3, shape=(4, 4, 3))
+    A = sphere_adjacency(mask, AFFINE, 4.0)
+    r = search_light(X, y, "svc", A, groups=runs)
+    assert r.engine == "generic"
+
+
+def _nilearn_map(X, mask, y, runs, est, radius, cv):
+    from nilearn.decoding import SearchLight
+
+    imgs = np.zeros((*mask.shape, len(y)))
+    imgs[mask] = X.T
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sl_ = SearchLight(
+            nib.Nifti1Image(mask.astype(np.uint8), AFFINE), radius=radius,
+            estimator=est, cv=cv, n_jobs=1,
+        ).fit(nib.Nifti1Image(imgs, AFFINE), y, runs)
+    return sl_.masked_scores_
+
+
+@pytest.mark.parametrize("est", [GaussianNB(), resolve_estimator("lda"), RidgeClassifier()])
+def test_accuracy_maps_identical_to_nilearn(est):
+    X, y, runs, mask = _data(seed=2, shape=(6, 5, 4))
+    A = sphere_adjacency(mask, AFFINE, 5.6)
+    for cv in (LeaveOneGroupOut(), KFold(4)):
+        ours = search_light(X, y, est, A, groups=runs, cv=cv).scores
+        ref = _nilearn_map(X, mask, y, runs, est, 5.6, cv)
+        np.testing.assert_array_equal(ours, ref)
+
+
+def test_svc_map_matches_nilearn_on_standardized_data():
+    X, y, runs, mask = _data(seed=2, shape=(6, 5, 4))
+    A = sphere_adjacency(mask, AFFINE, 5.6)
+    ours = search_light(X, y, "svc", A, groups=runs).scores
+    ref = _nilearn_map(X, mask, y, runs, "svc", 5.6, LeaveOneGroupOut())
+    assert np.mean(np.abs(ours - ref) < 1e-12) >= 0.995
+
+
+@pytest.mark.slow
+def test_generic_engine_matches_nilearn():
+    X, y, runs, mask = _data(seed=2, shape=(4, 4, 3))
+    A = sphere_adjacency(mask, AFFINE, 5.6)
+    est = KNeighborsClassifier(3)
+    r = search_light(X, y, est, A, groups=runs, n_jobs=2)
+    assert r.engine == "generic"
+    np.testing.assert_array_equal(r.scores, _nilearn_map(X, mask, y, runs, est, 5.6, LeaveOneGroupOut()))
+
+
+@pytest.mark.parametrize("scoring", ["balanced_accuracy", "roc_auc"])
+@pytest.mark.parametrize("est", ["gnb", "lda", "ridge", "correlation", "svc"])
+def test_scorings_match_generic(scoring, est, monkeypatch):
+    X, y, runs, mask = _data(seed=4, shape=(5, 4, 3))
+    y = y.copy()
+    y[[0, 13, 30]] = "house"  # unbalanced folds
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    fast = search_light(X, y, est, A, groups=runs, scoring=scoring)
+    monkeypatch.setattr(sl, "select_engine", lambda e, n=2: "generic")
+    slow = search_light(X, y, est, A, groups=runs, scoring=scoring)
+    assert fast.engine != "generic" and slow.engine == "generic"
+    np.testing.assert_allclose(fast.scores, slow.scores, atol=1e-12)
+
+
+def test_fold_scores_mean_and_metadata():
+    X, y, runs, mask = _data()
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    r = search_light(X, y, "gnb", A, groups=runs, return_fold_scores=True)
+    assert r.fold_scores.shape == (4, A.shape[0])
+    np.testing.assert_allclose(r.fold_scores.mean(axis=0), r.scores)
+    assert r.engine == "gnb" and r.n_folds == 4 and r.chance_level == 0.5
+    assert list(r.classes) == ["face", "house"] and r.scoring == "accuracy"
+    np.testing.assert_array_equal(r.sphere_sizes, np.diff(A.indptr))
+    assert "LeaveOneGroupOut" in r.cv
+
+
+@pytest.mark.parametrize(
+    "est", ["gnb", "ridge", "lda", "svc", "logistic", "correlation", KNeighborsClassifier(3)]
+)
+def test_chunks_merge_bit_for_bit_with_permutations(est):
+    shape = (3, 3, 3) if isinstance(est, KNeighborsClassifier) else (5, 4, 4)
+    X, y, runs, mask = _data(seed=5, shape=shape)
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    kw = dict(groups=runs, n_permutations=5, random_state=7, return_fold_scores=True)
+    full = search_light(X, y, est, A, **kw)
+    parts = [search_light(X, y, est, A, centres=c, **kw)
+             for c in np.array_split(np.arange(A.shape[0]), 3)]
+    merged = merge_results(parts)
+    for name in ("scores", "fold_scores", "null_scores", "pvalues", "sphere_sizes"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(full, name))
+
+
+def test_permutations_within_runs_and_pvalues():
+    X, y, runs, mask = _data(seed=6)
+    codes = np.unique(y, return_inverse=True)[1]
+    perms = permuted_labels(codes, runs, 20, 0)
+    np.testing.assert_array_equal(perms, permuted_labels(codes, runs, 20, 0))
+    for r in np.unique(runs):
+        assert np.all(np.sort(perms[:, runs == r], axis=1) == np.sort(codes[runs == r]))
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    res = search_light(X, y, "gnb", A, groups=runs, n_permutations=20, random_state=0)
+    expected = (1 + (res.null_scores >= res.scores).sum(axis=0)) / 21
+    np.testing.assert_array_equal(res.pvalues, expected)
+    assert res.null_scores.shape == (20, A.shape[0])
+    # the permutation null of every engine is the engine applied to permuted labels
+    one = search_light(X, y, "ridge", A, groups=runs, n_permutations=3, random_state=1)
+    for p, yp in enumerate(permuted_labels(codes, runs, 3, 1)):
+        direct = search_light(X, np.asarray(["face", "house"])[yp], "ridge", A, groups=runs)
+        np.testing.assert_array_equal(one.null_scores[p], direct.scores)
+
+
+def test_progress_callback_and_verbose(capsys):
+    X, y, runs, mask = _data()
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    calls = []
+    search_light(X, y, "lda", A, groups=runs, progress=lambda d, t: calls.append((d, t)),
+                 verbose=1, n_permutations=2)
+    assert calls[-1] == (3 * A.shape[0], 3 * A.shape[0])
+    assert "spheres" in capsys.readouterr().err
+
+
+def test_resolve_cv_strings():
+    runs = np.repeat(np.arange(3), 4)
+    assert type(resolve_cv("loro", runs, 12)).__name__ == "LeaveOneGroupOut"
+    assert type(resolve_cv(None, runs, 12)).__name__ == "LeaveOneGroupOut"
+    assert type(resolve_cv(None, None, 12)).__name__ == "StratifiedKFold"
+    k = resolve_cv("kfold:4", None, 12)
+    assert type(k).__name__ == "KFold" and k.n_splits == 4
+    with pytest.raises(ValueError, match="'loro'.*needs 'groups'"):
+        resolve_cv("loro", None, 12)
+    with pytest.raises(ValueError, match="'kfold:N' with an integer N >= 2"):
+        resolve_cv("kfold:x", None, 12)
+
+
+# ----------------------------------------------------------------- bad input
+def test_single_class_error():
+    X, y, runs, mask = _data()
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    with pytest.raises(ValueError, match="'y' must hold at least 2 classes"):
+        search_light(X, np.full(len(y), "face"), "gnb", A, groups=runs, cv=KFold(3))
+
+
+def test_class_absent_from_training_fold():
+    X, y, runs, mask = _data()
+    y = y.copy()
+    y[:] = "face"
+    y[runs == 0] = "house"
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    with pytest.raises(ValueError, match="training set of fold 0 has no sample of class"):
+        search_light(X, y, "gnb", A, groups=runs)
+
+
+def test_fewer_runs_than_folds():
+    X, y, runs, mask = _data(n_runs=2)
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    with pytest.raises(ValueError, match="Use fewer folds than runs"):
+        search_light(X, y, "gnb", A, groups=runs, cv=GroupKFold(5))
+    with pytest.raises(ValueError, match="Use fewer folds than runs|at least 2 runs"):
+        search_light(X, y, "gnb", A, groups=np.zeros(len(y)), cv="loro")
+
+
+def test_bad_estimators():
+    X, y, runs, mask = _data()
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+
+    class NoPredict:
+        def fit(self, X, y):
+            return self
+
+    class Uncloneable:
+        def __init__(self, a):
+            self.b = a
+
+        def fit(self, X, y):
+            return self
+
+        def predict(self, X):
+            return X[:, 0]
+
+        def get_params(self, deep=True):
+            return {"a": object()}  # a new object each time: clone's check fails
+
+    with pytest.raises(TypeError, match="must implement fit\\(X, y\\) and predict\\(X\\)"):
+        search_light(X, y, NoPredict(), A, groups=runs)
+    with pytest.raises(TypeError, match="cannot be cloned"):
+        search_light(X, y, Uncloneable(1), A, groups=runs)
+    with pytest.raises(TypeError, match="estimator \\*instance\\*"):
+        search_light(X, y, GaussianNB, A, groups=runs)
+    with pytest.raises(ValueError, match="'estimator' must be one of"):
+        search_light(X, y, "forest", A, groups=runs)
+
+
+def test_constant_voxels_no_nan():
+    X, y, runs, mask = _data()
+    X[:, :] = 1.0
+    X[:, -5:] += np.random.default_rng(0).standard_normal((len(y), 5))
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    for est in ["gnb", "lda", "ridge", "correlation", "svc", "logistic"]:
+        r = search_light(X, y, est, A, groups=runs)
+        assert np.all(np.isfinite(r.scores)), est
+
+
+def test_input_validation_messages():
+    X, y, runs, mask = _data()
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    with pytest.raises(ValueError, match="'A' has .* columns but 'X' has"):
+        search_light(X[:, :-1], y, "gnb", A, groups=runs)
+    with pytest.raises(ValueError, match="'scoring' must be one of"):
+        search_light(X, y, "gnb", A, groups=runs, scoring="f1")
+    with pytest.raises(ValueError, match="'roc_auc' needs 2 classes"):
+        X3, y3, r3, m3 = _data(n_classes=3)
+        search_light(X3, y3, "gnb", sphere_adjacency(m3, AFFINE, 6.0), groups=r3, scoring="roc_auc")
+    Xn = X.copy()
+    Xn[0, 0] = np.nan
+    with pytest.raises(ValueError, match="'X' contains NaN"):
+        search_light(Xn, y, "gnb", A, groups=runs)

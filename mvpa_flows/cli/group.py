@@ -33,9 +33,29 @@ def run_group(config):
         code = run_hyperalignment(config)
     if code == 0 and "searchlight" in config.analyses:
         code = run_group_searchlight(config)
+    _write_group_report(config)
     if code == 0:
         print(f"mvpa-flows: group level finished; outputs in {config.output_dir}", file=sys.stderr)
     return code
+
+
+def _write_group_report(config):
+    from mvpa_flows.interfaces.reports import group_report, write_citation
+
+    summary = {"task": config.task, "space": config.space, "command_line": config.command_line}
+    params = config.parameters()
+    try:
+        path = group_report(
+            config.output_dir,
+            summary,
+            params,
+            config.analyses,
+            config.output_dir / "logs" / "crash",
+        )
+        logger.info("Report: %s", path)
+    except Exception as err:  # noqa: BLE001 - a failed figure must not hide results
+        logger.warning("Could not write the group report: %s", err)
+    write_citation(config.output_dir, params, config.analyses, "group")
 
 
 # ----------------------------------------------------------------------- hyperalignment
@@ -300,6 +320,7 @@ def run_group_searchlight(config):
     if len(chance) != 1:
         raise InputValidationError(f"The maps have different chance levels {sorted(chance)}.")
     ents = found[0][1]
+    config.task, config.space = ents["task"], ents["space"]
     workflow = init_group_searchlight_wf(
         output_dir=str(config.output_dir),
         task=ents["task"],

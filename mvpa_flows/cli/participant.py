@@ -148,10 +148,34 @@ def run_participant(config):
     config.output_dir.mkdir(parents=True, exist_ok=True)
     write_dataset_description(config.output_dir, config.dataset_links)
     workflow = init_mvpa_flows_wf(config)
-    code = run_workflow(workflow, config, config.output_dir / "logs" / "crash")
+    crash_dir = config.output_dir / "logs" / "crash"
+    code = run_workflow(workflow, config, crash_dir)
+    write_reports(config, crash_dir)
     if code == 0:
         print(
             f"mvpa-flows: participant level finished; outputs in {config.output_dir}",
             file=sys.stderr,
         )
     return code
+
+
+def write_reports(config, crash_dir):
+    """One HTML report per subject and logs/CITATION.md; never changes the exit code."""
+    from mvpa_flows.interfaces.reports import subject_report, write_citation
+
+    params = config.parameters()
+    for subject, data in config.subject_data.items():
+        summary = {
+            "task": config.task,
+            "space": config.space,
+            "runs": data["runs"],
+            "command_line": config.command_line,
+        }
+        try:
+            path = subject_report(
+                config.output_dir, subject, summary, params, config.analyses, crash_dir
+            )
+            logger.info("Report: %s", path)
+        except Exception as err:  # noqa: BLE001 - a failed figure must not hide results
+            logger.warning("Could not write the report of sub-%s: %s", subject, err)
+    write_citation(config.output_dir, params, config.analyses, "participant")

@@ -61,17 +61,11 @@ def hyperalign_and_evaluate(
 
 def save_template(path, template, voxel_indices=None, params=None):
     """Write the common model (samples x model dimensions) to HDF5, atomically."""
-    import os
-    import tempfile
-    from pathlib import Path
-
     import h5py
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    from mvpa_flows.core.io import atomic_path
+
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as handle:
             handle.create_dataset("template", data=np.asarray(template), compression="gzip")
             if voxel_indices is not None:
@@ -79,8 +73,4 @@ def save_template(path, template, voxel_indices=None, params=None):
             handle.attrs["format"] = "mvpa_flows-hyperalignment-model"
             for key, value in (params or {}).items():
                 handle.attrs[key] = value if value is not None else "None"
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

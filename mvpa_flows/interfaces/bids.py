@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from bids.layout import BIDSLayout, Query, parse_file_entities
@@ -21,6 +19,7 @@ from nipype.interfaces.base import (
 from mvpa_flows import bids_specs
 from mvpa_flows.__about__ import __url__, __version__
 from mvpa_flows.core.errors import InputValidationError, NoInputFilesError
+from mvpa_flows.core.io import atomic_copy, atomic_write_text
 
 #: Entities that pair an fMRIPrep BOLD series with its events, confounds and mask.
 RUN_ENTITIES = ("session", "task", "acquisition", "ceagent", "direction", "run", "echo")
@@ -224,36 +223,6 @@ def output_path(entities: dict) -> str:
             "bids_specs/mvpa_flows.json."
         )
     return path
-
-
-def atomic_copy(src, dst):
-    """Copy ``src`` to ``dst`` through a temporary file in the same folder, then rename."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return str(dst)
-
-
-def atomic_write_text(text, dst):
-    """Write ``text`` to ``dst`` through a temporary file, then rename."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return str(dst)
 
 
 def write_json(data, dst):

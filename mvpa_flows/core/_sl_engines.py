@@ -76,11 +76,11 @@ def _atoms(folds, n_samples):
     return atom, n_atoms, train_atoms
 
 
-def _sum_atoms(stats, train_atoms, n_atoms):
+def _sum_atoms(stats, train_atoms, n_atoms, total=None):
     """Sum of per-atom statistics (atom axis first) over the training atoms."""
     if len(train_atoms) * 2 > n_atoms:
         rest = np.setdiff1d(np.arange(n_atoms), train_atoms)
-        out = stats.sum(axis=0)
+        out = stats.sum(axis=0) if total is None else total
         for a in rest:
             out = out - stats[a]
         return out
@@ -309,11 +309,12 @@ def _lda(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progres
                         cnt[a, c] = len(idx)
                         S1[a, :, c] = Xa.sum(axis=1)
                         S2[a, :, c] = np.matmul(Xa.transpose(0, 2, 1), Xa)
+                S1tot, S2tot = S1.sum(axis=0), S2.sum(axis=0)
                 dec_all = np.empty((B, offs[-1], K))
                 for f, (tr, te) in enumerate(folds):
                     ta = train_atoms[f]
-                    s1 = _sum_atoms(S1, ta, n_atoms)
-                    s2 = _sum_atoms(S2, ta, n_atoms)
+                    s1 = _sum_atoms(S1, ta, n_atoms, S1tot)
+                    s2 = _sum_atoms(S2, ta, n_atoms, S2tot)
                     cn = cnt[ta].sum(axis=0)
                     U2 = {}
                     if shrinkage == "auto":
@@ -368,10 +369,11 @@ def _ridge(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progr
                     for a in range(n_atoms)
                 ]
             )  # (n_atoms, B, k, k)
+            S2tot = S2.sum(axis=0)
             dec_all = np.empty((L, B, offs[-1], T))
             for f, (tr, te) in enumerate(folds):
                 ta = train_atoms[f]
-                s2 = _sum_atoms(S2, ta, n_atoms)
+                s2 = _sum_atoms(S2, ta, n_atoms, S2tot)
                 n = len(tr)
                 m = Xg[:, tr].mean(axis=1)  # (B, k)
                 G = s2 - n * m[:, :, None] * m[:, None, :]
@@ -385,8 +387,9 @@ def _ridge(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progr
                         Xg[:, tr].transpose(0, 2, 1), yt - ybar[s]
                     )
                 w = _solve(G, rhs.reshape(B, k, L * T)).reshape(B, k, L, T)
-                b = ybar[None] - np.einsum("bk,bkst->bst", m, w)
-                d = np.einsum("bnk,bkst->sbnt", Xg[:, te], w) + b.transpose(1, 0, 2)[:, :, None]
+                b = ybar[None] - np.matmul(m[:, None, :], w.reshape(B, k, L * T)).reshape(B, L, T)
+                d = np.matmul(Xg[:, te], w.reshape(B, k, L * T)).reshape(B, len(te), L, T)
+                d = d.transpose(2, 0, 1, 3) + b.transpose(1, 0, 2)[:, :, None]
                 dec_all[:, :, offs[f] : offs[f + 1]] = d
             for s in range(L):
                 if K == 2:

@@ -1,0 +1,162 @@
+"""Searchlight speed: mvpa_flows on the whole mask vs nilearn on a voxel subset.
+
+Builds Haxby-sized synthetic data (40x64x64 grid, 3.5x3.75x3.75 mm, ~45,000-voxel
+mask, 12 runs, 216 face/house samples), runs ``mvpa_flows.decoding.SearchLight``
+on the whole mask and ``nilearn.decoding.SearchLight`` on a random subset of
+process voxels in the same run, and prints per-voxel times and the ratio.
+
+    python benchmarks/bench_searchlight.py             # all engines, 5.6 and 11 mm
+    python benchmarks/bench_searchlight.py --quick     # gnb/ridge/correlation, 5.6 mm
+    python benchmarks/bench_searchlight.py --engines gnb svc --radii 5.6 --nilearn-voxels 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import tracemalloc
+import warnings
+
+import nibabel as nib
+import numpy as np
+
+ENGINES = ["gnb", "lda", "ridge", "correlation", "svc", "logistic"]
+
+
+def make_data(seed=0):
+    """Haxby-sized synthetic 4D image, mask, labels and runs."""
+    rng = np.random.default_rng(seed)
+    shape = (40, 64, 64)
+    affine = np.diag([3.5, 3.75, 3.75, 1.0])
+    ii, jj, kk = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    mask = ((ii - 19.5) / 19.5) ** 2 + ((jj - 31.5) / 26) ** 2 + ((kk - 31.5) / 26) ** 2 < 1
+    n_runs, per = 12, 9
+    y = np.tile(np.repeat(np.array(["face", "house"]), per), n_runs)
+    runs = np.repeat(np.arange(n_runs), 2 * per)
+    n = len(y)
+    X = rng.standard_normal((n, int(mask.sum()))).astype(np.float64)
+    # a smooth-ish informative blob
+    coords = np.stack(np.where(mask), axis=1)
+    blob = np.linalg.norm((coords - [20, 40, 30]) * [3.5, 3.75, 3.75], axis=1) < 20
+    X[np.ix_(y == "house", np.flatnonzero(blob))] += 0.6
+    data = np.zeros((*shape, n), dtype=np.float32)
+    data[mask] = X.T
+    return (
+        nib.Nifti1Image(data, affine),
+        nib.Nifti1Image(mask.astype(np.uint8), affine),
+        mask,
+        y,
+        runs,
+    )
+
+
+def nilearn_estimator(name):
+    from mvpa_flows.core.searchlight import resolve_estimator
+
+    return "svc" if name == "svc" else resolve_estimator(name)
+
+
+def time_ours(imgs, mask_img, y, runs, name, radius, n_permutations=0, n_jobs=2):
+    from mvpa_flows.decoding import SearchLight
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    sl = SearchLight(
+        mask_img, radius=radius, estimator=name, n_jobs=n_jobs, n_permutations=n_permutations
+    ).fit(imgs, y, runs)
+    dt = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return dt, peak / 1024**2, sl
+
+
+def time_neighbourhoods(mask, affine, radius):
+    from mvpa_flows.core.neighbourhoods import sphere_adjacency
+
+    t0 = time.perf_counter()
+    A = sphere_adjacency(mask, affine, radius)
+    return time.perf_counter() - t0, A
+
+
+def time_nilearn(imgs, mask_img, mask, y, runs, name, radius, n_vox, ours_map, seed=1):
+    from nilearn.decoding import SearchLight
+    from sklearn.model_selection import LeaveOneGroupOut
+
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(int(mask.sum()), n_vox, replace=False))
+    proc = np.zeros(mask.shape, dtype=np.uint8)
+    coords = np.stack(np.where(mask), axis=1)[idx]
+    proc[tuple(coords.T)] = 1
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sl = SearchLight(
+            mask_img,
+            process_mask_img=nib.Nifti1Image(proc, mask_img.affine),
+            radius=radius,
+            estimator=nilearn_estimator(name),
+            cv=LeaveOneGroupOut(),
+            n_jobs=1,
+        ).fit(imgs, y, runs)
+    dt = time.perf_counter() - t0
+    same = np.mean(np.abs(sl.scores_[proc.astype(bool)] - ours_map[proc.astype(bool)]) < 1e-12)
+    return dt / n_vox, same
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--engines", nargs="+", default=None, choices=ENGINES)
+    p.add_argument("--radii", nargs="+", type=float, default=None)
+    p.add_argument("--nilearn-voxels", type=int, default=None,
+                   help="process voxels nilearn runs on (default: 30 fast, 8 svc/logistic)")
+    p.add_argument("--permutations", type=int, default=100,
+                   help="permutations for the GaussianNB permutation benchmark (0: skip)")
+    p.add_argument("--n-jobs", type=int, default=2)
+    p.add_argument("--quick", action="store_true",
+                   help="gnb, ridge and correlation at 5.6 mm, 10 permutations")
+    args = p.parse_args(argv)
+    engines = args.engines or (["gnb", "ridge", "correlation"] if args.quick else ENGINES)
+    radii = args.radii or ([5.6] if args.quick else [5.6, 11.0])
+    perms = 10 if args.quick and args.permutations == 100 else args.permutations
+
+    imgs, mask_img, mask, y, runs = make_data()
+    print(f"data: grid {mask.shape}, mask {int(mask.sum())} voxels, {len(y)} samples, "
+          f"{len(np.unique(runs))} runs, leave-one-run-out, n_jobs={args.n_jobs}")
+    rows = []
+    for radius in radii:
+        t_nb, A = time_neighbourhoods(mask, imgs.affine, radius)
+        print(f"radius {radius} mm: neighbourhoods {t_nb:.3f} s, mean sphere "
+              f"{A.nnz / A.shape[0]:.1f} voxels", flush=True)
+        for name in engines:
+            t, mem, sl = time_ours(imgs, mask_img, y, runs, name, radius, n_jobs=args.n_jobs)
+            n_vox = args.nilearn_voxels or (8 if name in ("svc", "logistic") else 30)
+            if radius > 6 and name in ("svc", "logistic", "lda"):
+                n_vox = max(3, n_vox // 2)
+            per_vox, same = time_nilearn(imgs, mask_img, mask, y, runs, name, radius, n_vox,
+                                         sl.scores_)
+            extrap = per_vox * mask.sum()
+            rows.append((name, radius, t, per_vox * 1e3, extrap, extrap / t, mem, same, n_vox))
+            print(f"  {name:12s} ours {t:8.2f} s  nilearn {per_vox * 1e3:8.1f} ms/voxel "
+                  f"(~{extrap / 60:7.1f} min whole mask)  x{extrap / t:7.0f}  "
+                  f"peak {mem:6.0f} MiB  identical {same:.0%} of {n_vox}", flush=True)
+        if perms and "gnb" in engines:
+            t, mem, _ = time_ours(imgs, mask_img, y, runs, "gnb", radius, n_permutations=perms,
+                                  n_jobs=args.n_jobs)
+            rows.append((f"gnb+{perms}perm", radius, t, np.nan, np.nan, np.nan, mem, np.nan, 0))
+            print(f"  gnb + {perms} permutations: {t:.2f} s, peak {mem:.0f} MiB", flush=True)
+
+    print("\n| engine | radius (mm) | ours, whole mask (s) | nilearn (ms/voxel) | "
+          "nilearn extrapolated (min) | ratio | peak memory (MiB) | identical |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r, t, pv, ex, ratio, mem, same, nv in rows:
+        if np.isnan(pv):
+            print(f"| {name} | {r} | {t:.2f} | - | - | - | {mem:.0f} | - |")
+        else:
+            print(f"| {name} | {r} | {t:.2f} | {pv:.1f} | {ex / 60:.1f} | {ratio:.0f}x | "
+                  f"{mem:.0f} | {same:.0%} of {nv} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -64,6 +64,14 @@ class RunConfig:
     subject_data: dict = field(default_factory=dict)
 
     @property
+    def show_progress(self):
+        """Progress lines on the terminal: with -v, or on an interactive terminal outside CI."""
+        import sys
+
+        interactive = sys.stderr.isatty() and not os.environ.get("CI")
+        return self.verbose > 0 or interactive
+
+    @property
     def searchlight_jobs(self):
         """Workers inside each searchlight chunk node: the cores left per chunk."""
         return max(1, self.nprocs // max(1, self.searchlight_chunks))

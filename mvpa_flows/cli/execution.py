@@ -22,10 +22,33 @@ def plugin_settings(config):
             settings["plugin_args"]["memory_gb"] = config.mem_gb
     else:
         settings = {"plugin": "Linear", "plugin_args": {}}
+    if getattr(config, "show_progress", False) and settings["plugin"] in ("MultiProc", "Linear"):
+        settings["plugin_args"].setdefault("status_callback", _NodeStatus())
     if settings["plugin"] == "MultiProc":
         settings["plugin_args"].setdefault("raise_insufficient", False)
         settings["plugin_args"].setdefault("maxtasksperchild", 1)
     return settings
+
+
+class _NodeStatus:
+    """Nipype status callback: one terminal line when a processing node starts or ends."""
+
+    def __init__(self):
+        self.started = {}
+
+    def __call__(self, node, status):
+        import time
+
+        if node.name.startswith("ds_") or node.name in ("inputnode", "outputnode", "bidssrc"):
+            return
+        name = node.fullname.replace("mvpa_flows_wf.", "")
+        if status == "start":
+            self.started[name] = time.perf_counter()
+            print(f"[mvpa-flows] running  {name}", file=sys.stderr, flush=True)
+        elif status in ("end", "exception"):
+            took = time.perf_counter() - self.started.pop(name, time.perf_counter())
+            word = "done   " if status == "end" else "FAILED "
+            print(f"[mvpa-flows] {word} {name} ({took:.1f} s)", file=sys.stderr, flush=True)
 
 
 def configure_nipype(workflow, config, crash_dir):

@@ -50,7 +50,10 @@ class _SearchlightChunkInputSpec(BaseInterfaceInputSpec):
     )
     n_chunks = traits.Int(1, usedefault=True, desc="number of chunks the spheres are split in")
     chunk_index = traits.Int(0, usedefault=True, desc="which chunk to compute (0-based)")
-    n_jobs = traits.Int(1, usedefault=True, desc="worker processes inside this node")
+    n_jobs = traits.Int(1, usedefault=True, nohash=True, desc="worker processes inside this node")
+    verbose = traits.Int(
+        0, usedefault=True, nohash=True, desc="print spheres done / total and ETA if > 0"
+    )
 
 
 class _SearchlightChunkOutputSpec(TraitedSpec):
@@ -84,6 +87,7 @@ class SearchlightChunk(SimpleInterface):
             n_jobs=self.inputs.n_jobs,
             return_fold_scores=True,
             centres=chunk_centres(A.shape[0], self.inputs.n_chunks, self.inputs.chunk_index),
+            verbose=self.inputs.verbose,
         )
         self._results["result_file"] = os.path.join(
             runtime.cwd, f"searchlight_chunk{self.inputs.chunk_index:04d}.npz"

@@ -50,6 +50,7 @@ def init_mvpa_flows_wf(config):
                 "process_mask": config.process_mask,
                 "n_chunks": config.searchlight_chunks,
                 "n_jobs": config.searchlight_jobs,
+                "verbose": int(config.show_progress),
             },
         )
         workflow.add_nodes([single])

@@ -17,6 +17,7 @@ def init_searchlight_wf(
     process_mask=None,
     n_chunks=1,
     n_jobs=1,
+    verbose=0,
     name="searchlight_wf",
 ):
     """
@@ -55,6 +56,8 @@ def init_searchlight_wf(
         Chunks of spheres, each a separate node.
     n_jobs : int
         Worker processes inside each chunk node.
+    verbose : int
+        Print "spheres done / total, ETA" to the terminal when > 0.
     name : str
         Workflow name.
 
@@ -99,6 +102,7 @@ def init_searchlight_wf(
             n_permutations=n_permutations,
             n_chunks=n_chunks,
             n_jobs=n_jobs,
+            verbose=verbose,
             **params,
         ),
         iterfield=["chunk_index"],

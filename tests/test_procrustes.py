@@ -165,3 +165,33 @@ def test_thin_route_is_fast():
         m = procrustes(A, B)
         m.transform(A)
     assert time.perf_counter() - t0 < 5.0   # a full 3000 x 3000 SVD alone takes ~10 s here
+
+
+def test_thin_route_with_low_rank_target_is_optimal():
+    # the one-sided thin route hands over to the two-sided SVD route here
+    rng = np.random.default_rng(8)
+    A = rng.standard_normal((40, 60))
+    B = rng.standard_normal((40, 5)) @ rng.standard_normal((5, 70))
+    with pytest.warns(UnderdeterminedRotationWarning):
+        m = procrustes(A, B, scaling=False, demean=False)
+    assert m.rank == 5 and m.shape == (60, 70)
+    R = m.rotation
+    M = A.T @ B
+    # trace(R' M) reaches the nuclear norm of M: the Procrustes optimum
+    np.testing.assert_allclose(np.trace(R.T @ M), np.linalg.svd(M, compute_uv=False).sum(),
+                               rtol=1e-10)
+    sv = np.linalg.svd(R, compute_uv=False)
+    np.testing.assert_allclose(sv[:5], 1, atol=1e-10)
+    np.testing.assert_allclose(sv[5:], 0, atol=1e-10)
+
+
+def test_one_sided_thin_route_is_optimal():
+    rng = np.random.default_rng(9)
+    A, B = rng.standard_normal((50, 80)), rng.standard_normal((50, 90))
+    with pytest.warns(UnderdeterminedRotationWarning):
+        m = procrustes(A, B, scaling=False, demean=False)
+    M = A.T @ B
+    np.testing.assert_allclose(np.trace(m.rotation.T @ M),
+                               np.linalg.svd(M, compute_uv=False).sum(), rtol=1e-10)
+    np.testing.assert_allclose(m.rotation.T @ m.rotation @ m.rotation.T, m.rotation.T,
+                               atol=1e-10)        # partial isometry

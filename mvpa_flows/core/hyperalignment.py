@@ -143,16 +143,27 @@ class _Subject:
         self.X0 = X - self.mu if demean else X
         self._factor = None
 
-    def solve(self, target, p):
+    def solve(self, target, p, target_cache=None):
+        """Procrustes fit of this subject to ``target``; ``target_cache`` (a dict) keeps
+        the target's centring and Gram matrix when several subjects share one target."""
+        cache = target_cache if target_cache is not None else {}
         B = target
-        mu_b = B.mean(axis=0) if p["demean"] else np.zeros(B.shape[1])
-        B0 = B - mu_b if p["demean"] else B
+        if "B0" not in cache:
+            mu_b = B.mean(axis=0) if p["demean"] else np.zeros(B.shape[1])
+            cache["mu_b"], cache["B0"] = mu_b, (B - mu_b if p["demean"] else B)
+        mu_b, B0 = cache["mu_b"], cache["B0"]
         n, va = self.X0.shape
         thin = n < max(va, B.shape[1])
-        if thin and self._factor is None:
-            self._factor = _RowFactor(self.X0)
+        gram = None
+        if thin:
+            if self._factor is None:
+                self._factor = _RowFactor(self.X0)
+            if target_cache is not None:
+                if "gram" not in cache:
+                    cache["gram"] = B0 @ B0.T
+                gram = cache["gram"]
         return _Solution(self.X0, B0, self.mu, mu_b, p["scaling"], p["reflection"],
-                         fa=self._factor if thin else None, thin=thin)
+                         fa=self._factor if thin else None, thin=thin, gram_b=gram)
 
 
 def hyperalign(datasets, **params):
@@ -245,8 +256,9 @@ def hyperalign(datasets, **params):
 
     # Level 3 --------------------------------------------------------------------------
     transforms, underdetermined = [], []
+    template_cache = {}
     for i in range(n):
-        sol = subjects[i].solve(template, p)
+        sol = subjects[i].solve(template, p, template_cache)
         transforms.append(sol.to_map(params={k: p[k] for k in ("scaling", "reflection",
                                                              "demean")}))
         underdetermined.append(bool(sol.underdetermined))

@@ -298,7 +298,7 @@ class _Solution:
     """A solved Procrustes problem; builds the projection or the map on request."""
 
     def __init__(self, A0, B0, mu_a, mu_b, scaling, reflection, fa=None, fb=None,
-                 thin=None):
+                 thin=None, gram_b=None):
         n, va = A0.shape
         vb = B0.shape[1]
         self.A0, self.B0, self.mu_a, self.mu_b = A0, B0, mu_a, mu_b
@@ -310,11 +310,14 @@ class _Solution:
                 "needs data that vary over time. Check the mask and the input runs."
             )
         self.thin = (n < max(va, vb)) if thin is None else bool(thin)
+        self._PN = None
         if self.thin:
             self.fa = fa if fa is not None else _RowFactor(A0)
-            self.fb = fb if fb is not None else _RowFactor(B0)
-            C = self.fa.L.T @ self.fb.L          # (ra, rb)
-            self.P, trace, self.rank = _polar(C, reflection)
+            trace = self._one_sided(gram_b)
+            if trace is None:
+                self.fb = fb if fb is not None else _RowFactor(B0)
+                C = self.fa.L.T @ self.fb.L          # (ra, rb)
+                self.P, trace, self.rank = _polar(C, reflection)
             self.underdetermined = self.rank < min(va, vb)
         else:
             M = A0.T @ B0
@@ -322,9 +325,32 @@ class _Solution:
             self.underdetermined = self.rank < min(va, vb)
         self.scale = trace / norm_a2 if scaling else 1.0
 
+    def _one_sided(self, gram_b):
+        """Thin route needing only the source factor: ``A0.T @ B0 = Q_a @ N`` with
+        ``N = L_a.T @ B0``; ``polar(N) = (N N.T)^(-1/2) N`` from the (r_a, r_a)
+        eigenproblem ``N N.T = L_a.T (B0 B0.T) L_a``. Returns the trace, or None when
+        ``N`` is rank-deficient or ill-conditioned (then the two-sided SVD route runs)."""
+        La = self.fa.L
+        if La.shape[1] == 0:
+            return None
+        G = gram_b if gram_b is not None else self.B0 @ self.B0.T
+        S = La.T @ G @ La
+        S = 0.5 * (S + S.T)
+        lam, V = linalg.eigh(S, driver="evd", check_finite=False)
+        lam_max = lam[-1]
+        if not lam_max > 0 or lam[0] <= lam_max / _EIGH_MAX_COND**2:
+            return None
+        sig = np.sqrt(lam)
+        self._PN = (V / sig) @ V.T
+        self.rank = La.shape[1]
+        return float(sig.sum())
+
     def projected(self):
         """``scale * A0 @ R + mu_b``: the source training data in target space."""
-        if self.thin:
+        if self._PN is not None:
+            La = self.fa.L
+            out = ((La @ self._PN) @ La.T) @ self.B0
+        elif self.thin:
             W = self.fa.L @ self.P @ self.fb.K     # (n, n)
             out = W @ self.B0
         else:
@@ -334,6 +360,11 @@ class _Solution:
         return out
 
     def to_map(self, params=None):
+        if self._PN is not None:
+            left = self.fa.basis()                             # (va, ra)
+            right = self.B0.T @ (self.fa.L @ self._PN)         # (vb, ra)
+            return ProcrustesMap(self.scale, self.mu_a, self.mu_b, left=left, right=right,
+                                 rank=self.rank, params=params)
         if self.thin:
             left = self.fa.basis() @ self.P        # (va, rb)
             right = self.fb.basis()                # (vb, rb)

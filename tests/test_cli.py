@@ -54,7 +54,9 @@ def test_participant_ftest_on_synthetic_data(synthetic_bids, tmp_path):
     expected |= {f"{stem}_desc-analysis_mask.{e}" for e in ("nii.gz", "json")}
     expected |= {f"{stem}_desc-mean_bold.{e}" for e in ("nii.gz", "json")}
     expected |= {f"{stem}_samples.{e}" for e in ("tsv", "json")}
-    expected |= {"dataset_description.json", ".bidsignore"}
+    expected |= {"dataset_description.json", ".bidsignore", "sub-01.html"}
+    expected |= {f"sub-01/figures/sub-01_task-objects_contrast-faceVsHouse_stat-{s}_desc-anova"
+                 "_figure.svg" for s in ("F", "p")}
     assert set(_files(out)) == expected
     assert not list(out.rglob("*.tmp"))
 
@@ -236,7 +238,7 @@ def test_nan_in_bold_fails_the_node_and_names_the_file(synthetic_bids, tmp_path,
     err = capsys.readouterr().err
     assert "prepare_samples" in err
     assert "sub-02_task-objects_run-2_desc-preproc_bold.nii.gz holds NaN" in err
-    assert not [f for f in _files(out) if f.startswith("sub-")]
+    assert not [f for f in _files(out) if "/func/" in f]
     assert not list(out.rglob("*.tmp"))
 
 

@@ -222,75 +222,46 @@ def init_mvpa_wf(
                                   (("outputnode.info", _listify), "extra_metadata")]),
     ])  # fmt:skip
 
+    analysis_maps = {}
     if "ftest" in analyses:
-        ftest_wf = init_ftest_wf()
-        meta = pe.Node(niu.Merge(2), name="ftest_metadata")
-        ds_f = sink(
-            "ds_ftest_f",
-            {"stat": "F", "desc": "anova", "suffix": "statmap"},
-            "One-way ANOVA F statistic across conditions (sklearn f_classif).",
-        )
-        ds_p = sink(
-            "ds_ftest_p",
-            {"stat": "p", "desc": "anova", "suffix": "statmap"},
-            "Uncorrected p-value of the one-way ANOVA F statistic.",
-        )
+        analysis_maps["ftest"] = (init_ftest_wf(), [
+            ("f_map", "f_map", "ds_ftest_f", {"stat": "F", "desc": "anova"},
+             "One-way ANOVA F statistic across conditions (sklearn f_classif)."),
+            ("p_map", "p_map", "ds_ftest_p", {"stat": "p", "desc": "anova"},
+             "Uncorrected p-value of the one-way ANOVA F statistic."),
+        ])  # fmt:skip
+    if "searchlight" in analyses:
+        sl_kwargs = dict(searchlight or {})
+        maps = [("score_map", "score_map", "ds_searchlight_score",
+                 {"stat": STAT_LABELS[sl_kwargs.get("scoring", "accuracy")],
+                  "desc": "searchlight"},
+                 "Cross-validated decoding score of the searchlight sphere centred on each "
+                 "voxel.")]  # fmt:skip
+        if sl_kwargs.get("n_permutations", 0) > 0:
+            maps.append(("p_map", "score_p_map", "ds_searchlight_p",
+                         {"stat": "p", "desc": "searchlight"},
+                         "Permutation p-value of the searchlight score (labels shuffled "
+                         "within runs)."))  # fmt:skip
+        analysis_maps["searchlight"] = (init_searchlight_wf(**sl_kwargs), maps)
+    for name, (analysis_wf, maps) in analysis_maps.items():
+        meta = pe.Node(niu.Merge(2), name=f"{name}_metadata")
         workflow.connect([
-            (prepare_wf, ftest_wf, [
+            (prepare_wf, analysis_wf, [
                 ("outputnode.data_file", "inputnode.data_file"),
                 ("outputnode.samples_file", "inputnode.samples_file"),
                 ("outputnode.mask_file", "inputnode.mask_file"),
             ]),
             (prepare_wf, meta, [("outputnode.info", "in1")]),
-            (ftest_wf, meta, [("outputnode.metadata", "in2")]),
-            (ftest_wf, ds_f, [("outputnode.f_map", "in_file")]),
-            (ftest_wf, ds_p, [("outputnode.p_map", "in_file")]),
-            (meta, ds_f, [("out", "extra_metadata")]),
-            (meta, ds_p, [("out", "extra_metadata")]),
-            (sources, ds_f, [("out", "source_files")]),
-            (sources, ds_p, [("out", "source_files")]),
-            (ftest_wf, outputnode, [("outputnode.f_map", "f_map"),
-                                    ("outputnode.p_map", "p_map")]),
+            (analysis_wf, meta, [("outputnode.metadata", "in2")]),
         ])  # fmt:skip
-        for node in (ds_f, ds_p):
-            workflow.connect(prepare_wf, "outputnode.contrast", node, "contrast")
-
-    if "searchlight" in analyses:
-        sl_kwargs = dict(searchlight or {})
-        searchlight_wf = init_searchlight_wf(**sl_kwargs)
-        stat = STAT_LABELS[sl_kwargs.get("scoring", "accuracy")]
-        sl_meta = pe.Node(niu.Merge(2), name="searchlight_metadata")
-        ds_score = sink(
-            "ds_searchlight_score",
-            {"stat": stat, "desc": "searchlight", "suffix": "statmap"},
-            "Cross-validated decoding score of the searchlight sphere centred on each voxel.",
-        )
-        workflow.connect([
-            (prepare_wf, searchlight_wf, [
-                ("outputnode.data_file", "inputnode.data_file"),
-                ("outputnode.samples_file", "inputnode.samples_file"),
-                ("outputnode.mask_file", "inputnode.mask_file"),
-            ]),
-            (prepare_wf, sl_meta, [("outputnode.info", "in1")]),
-            (searchlight_wf, sl_meta, [("outputnode.metadata", "in2")]),
-            (searchlight_wf, ds_score, [("outputnode.score_map", "in_file")]),
-            (sl_meta, ds_score, [("out", "extra_metadata")]),
-            (sources, ds_score, [("out", "source_files")]),
-            (prepare_wf, ds_score, [("outputnode.contrast", "contrast")]),
-            (searchlight_wf, outputnode, [("outputnode.score_map", "score_map")]),
-        ])  # fmt:skip
-        if sl_kwargs.get("n_permutations", 0) > 0:
-            ds_sl_p = sink(
-                "ds_searchlight_p",
-                {"stat": "p", "desc": "searchlight", "suffix": "statmap"},
-                "Permutation p-value of the searchlight score (labels shuffled within runs).",
-            )
+        for field, out_field, node_name, entities, description in maps:
+            ds = sink(node_name, {**entities, "suffix": "statmap"}, description)
             workflow.connect([
-                (searchlight_wf, ds_sl_p, [("outputnode.p_map", "in_file")]),
-                (sl_meta, ds_sl_p, [("out", "extra_metadata")]),
-                (sources, ds_sl_p, [("out", "source_files")]),
-                (prepare_wf, ds_sl_p, [("outputnode.contrast", "contrast")]),
-                (searchlight_wf, outputnode, [("outputnode.p_map", "score_p_map")]),
+                (analysis_wf, ds, [(f"outputnode.{field}", "in_file")]),
+                (meta, ds, [("out", "extra_metadata")]),
+                (sources, ds, [("out", "source_files")]),
+                (prepare_wf, ds, [("outputnode.contrast", "contrast")]),
+                (analysis_wf, outputnode, [(f"outputnode.{field}", out_field)]),
             ])  # fmt:skip
     return workflow
 

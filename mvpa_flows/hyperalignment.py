@@ -21,6 +21,8 @@ from mvpa_flows.core.procrustes import ProcrustesMap, procrustes
 
 __all__ = ["Hyperalignment", "ProcrustesMap", "procrustes"]
 
+_PARAMS = {**DEFAULT_PARAMS, "n_jobs": 1}
+
 
 class Hyperalignment:
     """Procrustes hyperalignment of several subjects into a common space.
@@ -43,6 +45,9 @@ class Hyperalignment:
         Allow improper rotations.
     demean : bool, default True
         Centre data before each Procrustes fit (offsets kept in the maps).
+    n_jobs : int, default 1
+        Threads for the independent fits of levels 2 and 3 (PyMVPA ``nproc``); -1 for
+        all cores. Does not change the result.
 
     Attributes
     ----------
@@ -60,7 +65,8 @@ class Hyperalignment:
     """
 
     def __init__(self, ref_ds=None, level2_n_iter=1, zscore_all=False, zscore_common=True,
-                 level1_equal_weight=False, scaling=True, reflection=True, demean=True):
+                 level1_equal_weight=False, scaling=True, reflection=True, demean=True,
+                 n_jobs=1):
         self.ref_ds = ref_ds
         self.level2_n_iter = level2_n_iter
         self.zscore_all = zscore_all
@@ -69,15 +75,16 @@ class Hyperalignment:
         self.scaling = scaling
         self.reflection = reflection
         self.demean = demean
+        self.n_jobs = n_jobs
 
     def get_params(self, deep=True):
-        return {k: getattr(self, k) for k in DEFAULT_PARAMS}
+        return {k: getattr(self, k) for k in _PARAMS}
 
     def set_params(self, **params):
         for k, v in params.items():
-            if k not in DEFAULT_PARAMS:
+            if k not in _PARAMS:
                 raise ValueError(f"Invalid parameter {k!r} for Hyperalignment; valid: "
-                                 f"{sorted(DEFAULT_PARAMS)}.")
+                                 f"{sorted(_PARAMS)}.")
             setattr(self, k, v)
         return self
 
@@ -116,6 +123,6 @@ class Hyperalignment:
         return inverse_transforms(self.transforms_, datasets, self.zscore_params_)
 
     def __repr__(self):
-        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in DEFAULT_PARAMS
-                         if getattr(self, k) != DEFAULT_PARAMS[k])
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in _PARAMS
+                         if getattr(self, k) != _PARAMS[k])
         return f"Hyperalignment({args})"

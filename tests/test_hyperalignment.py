@@ -229,3 +229,14 @@ def test_no_warning_when_fully_determined():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Hyperalignment().fit(dss)
+
+
+def test_n_jobs_does_not_change_the_result():
+    _, dss = _subjects(n_subjects=5, seed=8)
+    a = Hyperalignment().fit(dss)
+    b = Hyperalignment(n_jobs=2, level2_n_iter=1).fit(dss)
+    np.testing.assert_allclose(a.template_, b.template_, atol=1e-12)
+    for ta, tb in zip(a.transforms_, b.transforms_):
+        np.testing.assert_allclose(np.asarray(ta), np.asarray(tb), atol=1e-12)
+    with pytest.raises(InputValidationError, match="n_jobs"):
+        hyperalign(dss, n_jobs=0)

@@ -27,8 +27,8 @@ Deviations from PyMVPA (all documented at the parameter):
 * Under-determined rotations (fewer samples than voxels, constant voxels) are partial
   isometries instead of an arbitrary LAPACK completion (see
   :mod:`mvpa_flows.core.procrustes`).
-* ``alpha < 1`` (regularised CCA), custom combiners, ``output_dim`` and ``nproc`` are not
-  implemented.
+* ``alpha < 1`` (regularised CCA), custom combiners and ``output_dim`` are not
+  implemented; ``nproc`` is ``n_jobs`` (threads, levels 2 and 3).
 """
 
 from __future__ import annotations
@@ -166,7 +166,20 @@ class _Subject:
                          fa=self._factor if thin else None, thin=thin, gram_b=gram)
 
 
-def hyperalign(datasets, **params):
+def _map(fn, items, n_jobs):
+    """``[fn(i) for i in items]``, on ``n_jobs`` threads with one BLAS thread each."""
+    items = list(items)
+    if n_jobs <= 1 or len(items) < 2:
+        return [fn(i) for i in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1), ThreadPoolExecutor(n_jobs) as pool:
+        return list(pool.map(fn, items))
+
+
+def hyperalign(datasets, n_jobs=1, **params):
     """Fit Procrustes hyperalignment; return the template and one map per subject.
 
     Parameters
@@ -191,6 +204,10 @@ def hyperalign(datasets, **params):
         code weights the newest subject by the count instead).
     scaling, reflection, demean : bool, default True
         Passed to every Procrustes fit (:func:`mvpa_flows.core.procrustes.procrustes`).
+    n_jobs : int, default 1
+        Threads for the independent fits of level 2 and level 3 (PyMVPA ``nproc``
+        parallelises level 3 only); each thread uses one BLAS thread. Results do not
+        depend on it.
 
     Returns
     -------
@@ -208,6 +225,14 @@ def hyperalign(datasets, **params):
     datasets = validate_datasets(datasets)
     n = len(datasets)
     p = _check_params(params, n)
+    if not isinstance(n_jobs, numbers.Integral) or n_jobs == 0 or n_jobs < -1:
+        raise InputValidationError(
+            f"`n_jobs` must be a positive integer or -1 (all cores); got {n_jobs!r}."
+        )
+    if n_jobs == -1:
+        import os
+
+        n_jobs = os.cpu_count() or 1
     nfeatures = [X.shape[1] for X in datasets]
     ref = int(np.argmax(nfeatures)) if p["ref_ds"] is None else int(p["ref_ds"])
     zscore_params = None
@@ -243,25 +268,30 @@ def hyperalign(datasets, **params):
     # Level 2 --------------------------------------------------------------------------
     common = np.mean(data_mapped, axis=0)
     for loop in range(p["level2_n_iter"]):
-        for i in range(n):
-            temp = (common * n - data_mapped[i]) / (n - 1)
-            temp = _z(temp)
-            proj = _z(subjects[i].solve(temp, p).projected())
-            data_mapped[i] = proj
+        # Within a pass every subject sees the same `common`: independent fits.
+        def _level2(i, common=common):
+            temp = _z((common * n - data_mapped[i]) / (n - 1))
+            return _z(subjects[i].solve(temp, p).projected())
+
+        for i, proj in enumerate(_map(_level2, range(n), n_jobs)):
             residuals[1 + loop, i] = np.linalg.norm(proj - common)
+            data_mapped[i] = proj
         common = np.mean(data_mapped, axis=0)
     if p["zscore_common"]:
         common = zscore_columns(common, copy=False)
     template = common
 
     # Level 3 --------------------------------------------------------------------------
-    transforms, underdetermined = [], []
     template_cache = {}
-    for i in range(n):
+    if n_jobs > 1:          # fill the shared cache before the threads read it
+        subjects[0].solve(template, p, template_cache)
+    map_params = {k: p[k] for k in ("scaling", "reflection", "demean")}
+
+    def _level3(i):
         sol = subjects[i].solve(template, p, template_cache)
-        transforms.append(sol.to_map(params={k: p[k] for k in ("scaling", "reflection",
-                                                             "demean")}))
-        underdetermined.append(bool(sol.underdetermined))
+        return sol.to_map(params=map_params), bool(sol.underdetermined)
+
+    transforms, underdetermined = map(list, zip(*_map(_level3, range(n), n_jobs)))
     if any(underdetermined):
         which = [i for i, u in enumerate(underdetermined) if u]
         warnings.warn(

@@ -64,8 +64,11 @@ def reference_hyperalign(dss):
 def _data(n_subjects, n_voxels, n_samples, seed=0):
     rng = np.random.default_rng(seed)
     shared = rng.standard_normal((n_samples, n_voxels))
-    return [shared @ np.linalg.qr(rng.standard_normal((n_voxels, n_voxels)))[0]
-            + rng.standard_normal((n_samples, n_voxels)) for _ in range(n_subjects)]
+    return [
+        shared @ np.linalg.qr(rng.standard_normal((n_voxels, n_voxels)))[0]
+        + rng.standard_normal((n_samples, n_voxels))
+        for _ in range(n_subjects)
+    ]
 
 
 def _time(fn, repeat):
@@ -83,8 +86,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--full-reference", action="store_true")
-    ap.add_argument("--n-jobs", type=int, default=1,
-                    help="threads for levels 2 and 3 (hyperalign n_jobs)")
+    ap.add_argument(
+        "--n-jobs", type=int, default=1, help="threads for levels 2 and 3 (hyperalign n_jobs)"
+    )
     ap.add_argument("--cases", default="0,1", help="comma-separated case indices")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore", UnderdeterminedRotationWarning)
@@ -92,14 +96,15 @@ def main(argv=None):
     import os
 
     print(f"load average before: {os.getloadavg()[0]:.2f}; n_jobs={args.n_jobs}")
-    print(f"{'case':<26}{'ours (s)':>10}{'cpu (s)':>9}{'target':>8}{'reference (s)':>15}"
-          f"{'cpu (s)':>9}{'ratio':>7}")
+    print(
+        f"{'case':<26}{'ours (s)':>10}{'cpu (s)':>9}{'target':>8}{'reference (s)':>15}"
+        f"{'cpu (s)':>9}{'ratio':>7}"
+    )
     for k in map(int, args.cases.split(",")):
         n_sub, n_vox, n_samp, target = cases[k]
         dss = _data(n_sub, n_vox, n_samp)
-        hyperalign(dss[:2])                       # warm up LAPACK workspaces
-        ours, ours_cpu = _time(lambda dss=dss: hyperalign(dss, n_jobs=args.n_jobs),
-                               args.repeat)
+        hyperalign(dss[:2])  # warm up LAPACK workspaces
+        ours, ours_cpu = _time(lambda dss=dss: hyperalign(dss, n_jobs=args.n_jobs), args.repeat)
         if n_vox <= 2000 or args.full_reference:
             ref, ref_cpu = _time(lambda dss=dss: reference_hyperalign(dss), 1)
             note = ""
@@ -109,8 +114,11 @@ def main(argv=None):
             note = " (reference extrapolated from one fit x 29)"
         ok = "ok" if ours <= target else "MISSED"
         name = f"{n_sub} x {n_vox} vox x {n_samp} smp"
-        print(f"{name:<26}{ours:>10.2f}{ours_cpu:>9.1f}{target:>7.0f}s{ref:>15.1f}"
-              f"{ref_cpu:>9.1f}{ref / ours:>6.1f}x  {ok}{note}", flush=True)
+        print(
+            f"{name:<26}{ours:>10.2f}{ours_cpu:>9.1f}{target:>7.0f}s{ref:>15.1f}"
+            f"{ref_cpu:>9.1f}{ref / ours:>6.1f}x  {ok}{note}",
+            flush=True,
+        )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -64,9 +64,18 @@ class Hyperalignment:
     n_features_in_ : list of int
     """
 
-    def __init__(self, ref_ds=None, level2_n_iter=1, zscore_all=False, zscore_common=True,
-                 level1_equal_weight=False, scaling=True, reflection=True, demean=True,
-                 n_jobs=1):
+    def __init__(
+        self,
+        ref_ds=None,
+        level2_n_iter=1,
+        zscore_all=False,
+        zscore_common=True,
+        level1_equal_weight=False,
+        scaling=True,
+        reflection=True,
+        demean=True,
+        n_jobs=1,
+    ):
         self.ref_ds = ref_ds
         self.level2_n_iter = level2_n_iter
         self.zscore_all = zscore_all
@@ -83,8 +92,9 @@ class Hyperalignment:
     def set_params(self, **params):
         for k, v in params.items():
             if k not in _PARAMS:
-                raise ValueError(f"Invalid parameter {k!r} for Hyperalignment; valid: "
-                                 f"{sorted(_PARAMS)}.")
+                raise ValueError(
+                    f"Invalid parameter {k!r} for Hyperalignment; valid: {sorted(_PARAMS)}."
+                )
             setattr(self, k, v)
         return self
 
@@ -123,6 +133,7 @@ class Hyperalignment:
         return inverse_transforms(self.transforms_, datasets, self.zscore_params_)
 
     def __repr__(self):
-        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in _PARAMS
-                         if getattr(self, k) != _PARAMS[k])
+        args = ", ".join(
+            f"{k}={getattr(self, k)!r}" for k in _PARAMS if getattr(self, k) != _PARAMS[k]
+        )
         return f"Hyperalignment({args})"

@@ -28,12 +28,16 @@ def _movie(n_subjects=5, n_train=400, n_test=240, n_voxels=40, noise=1.0, seed=0
 
 def test_segments_synthetic_ground_truth():
     train, test = _movie(noise=2.0)
-    df = between_subject_classification(train, test, mode="segments", tr=2.0,
-                                        segment_length=12.0)
-    assert list(df.columns[:5]) == ["subject", "anatomical", "hyperaligned",
-                                    "within_subject", "chance"]
+    df = between_subject_classification(train, test, mode="segments", tr=2.0, segment_length=12.0)
+    assert list(df.columns[:5]) == [
+        "subject",
+        "anatomical",
+        "hyperaligned",
+        "within_subject",
+        "chance",
+    ]
     assert (df.n_segments == 40).all() and np.allclose(df.chance, 1 / 40)
-    assert df.hyperaligned.min() > 0.7      # measured 0.80-0.90
+    assert df.hyperaligned.min() > 0.7  # measured 0.80-0.90
     assert df.anatomical.mean() < 0.15
     assert df.within_subject.isna().all()
     assert "within_subject" in df.attrs["within_subject_note"]
@@ -51,18 +55,20 @@ def test_conditions_synthetic_ground_truth():
         Q = np.linalg.qr(rng.standard_normal((n_voxels, n_voxels)))[0]
         train.append(s_train @ Q + 0.5 * rng.standard_normal((300, n_voxels)))
         test.append(protos[y] @ Q + 1.5 * rng.standard_normal((y.size, n_voxels)))
-    df = between_subject_classification(train, test, mode="conditions", test_labels=y,
-                                        test_groups=groups)
+    df = between_subject_classification(
+        train, test, mode="conditions", test_labels=y, test_groups=groups
+    )
     assert np.allclose(df.chance, 0.25) and (df.n_samples == 80).all()
     assert df.hyperaligned.mean() > 0.8
     assert df.within_subject.mean() > 0.7
-    assert df.hyperaligned.mean() > df.within_subject.mean() - 0.1   # near within-subject
+    assert df.hyperaligned.mean() > df.within_subject.mean() - 0.1  # near within-subject
     assert df.anatomical.mean() < 0.45
     # any scikit-learn classifier
     from sklearn.neighbors import KNeighborsClassifier
 
-    df2 = between_subject_classification(train, test, mode="conditions", test_labels=y,
-                                         estimator=KNeighborsClassifier(5))
+    df2 = between_subject_classification(
+        train, test, mode="conditions", test_labels=y, estimator=KNeighborsClassifier(5)
+    )
     assert df2.within_subject.isna().all() and df2.hyperaligned.mean() > 0.7
 
 
@@ -71,14 +77,17 @@ def test_refuses_circular_analysis():
     with pytest.raises(InputValidationError, match="circular"):
         between_subject_classification(train, train, tr=2.0, segment_length=6.0)
     with pytest.raises(InputValidationError, match="circular"):
-        between_subject_classification(train, [t.copy() for t in train], tr=2.0,
-                                       segment_length=6.0)
+        between_subject_classification(
+            train, [t.copy() for t in train], tr=2.0, segment_length=6.0
+        )
     with pytest.raises(InputValidationError, match="circular"):
-        between_subject_classification(train, [train[0][:30]] + test[1:], tr=2.0,
-                                       segment_length=6.0)
+        between_subject_classification(
+            train, [train[0][:30]] + test[1:], tr=2.0, segment_length=6.0
+        )
     with pytest.raises(InputValidationError, match="different runs"):
-        between_subject_classification(train, test, tr=2.0, segment_length=6.0,
-                                       train_runs=[1, 2], test_runs=[2])
+        between_subject_classification(
+            train, test, tr=2.0, segment_length=6.0, train_runs=[1, 2], test_runs=[2]
+        )
 
 
 def test_bad_input():
@@ -118,9 +127,15 @@ def test_sherlock_segments_hyperaligned_beats_anatomical():
         # run 1 has a few collinear directions (rotation partial there)
         warnings.simplefilter("ignore", UnderdeterminedRotationWarning)
         df = between_subject_classification(
-            train, test, mode="segments", tr=1.5, segment_length=18.0,
+            train,
+            test,
+            mode="segments",
+            tr=1.5,
+            segment_length=18.0,
             subject_labels=[f"sub-{s:02d}" for s in range(1, 7)],
-            train_runs=[1], test_runs=[2])
+            train_runs=[1],
+            test_runs=[2],
+        )
     print(df.to_string())
     assert (df.n_segments == 85).all()
     assert df.chance.iloc[0] == pytest.approx(1 / 85)

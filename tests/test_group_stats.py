@@ -13,7 +13,7 @@ from mvpa_flows.core.group_stats import group_searchlight_stats, one_sample_t
 def _maps(n_subjects=12, n_voxels=300, effect=0.15, seed=0):
     rng = np.random.default_rng(seed)
     maps = 0.5 + 0.05 * rng.standard_normal((n_subjects, n_voxels))
-    maps[:, :20] += effect                       # 20 informative voxels
+    maps[:, :20] += effect  # 20 informative voxels
     return maps
 
 
@@ -22,18 +22,25 @@ def test_t_matches_scipy_and_nilearn():
 
     maps = _maps()
     res = group_searchlight_stats(maps, chance=0.5, n_perm=2000, random_state=1)
-    np.testing.assert_allclose(res["t"], stats.ttest_1samp(maps - 0.5, 0).statistic,
-                               rtol=1e-10)
+    np.testing.assert_allclose(res["t"], stats.ttest_1samp(maps - 0.5, 0).statistic, rtol=1e-10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        nl = permuted_ols(np.ones((maps.shape[0], 1)), maps - 0.5, model_intercept=False,
-                          two_sided_test=False, n_perm=2000, random_state=1)
+        nl = permuted_ols(
+            np.ones((maps.shape[0], 1)),
+            maps - 0.5,
+            model_intercept=False,
+            two_sided_test=False,
+            n_perm=2000,
+            random_state=1,
+        )
     np.testing.assert_allclose(res["t"], nl["t"][0], rtol=1e-8)
     p_nl = 10 ** -nl["logp_max_t"][0]
     # both are Monte Carlo estimates of the same FWE p-values (2000 random flips each)
     assert np.max(np.abs(res["p_fwe"] - p_nl)) < 0.05
-    assert np.array_equal(res["p_fwe"] < 0.05, p_nl < 0.05) or \
-        np.mean((res["p_fwe"] < 0.05) != (p_nl < 0.05)) < 0.02
+    assert (
+        np.array_equal(res["p_fwe"] < 0.05, p_nl < 0.05)
+        or np.mean((res["p_fwe"] < 0.05) != (p_nl < 0.05)) < 0.02
+    )
     assert res["p_fwe"][:20].max() < 0.05 and res["p_fwe"][20:].min() > 0.05
     assert res["p_fwe"].min() >= 1 / 2001
     np.testing.assert_allclose(res["mean"], maps.mean(axis=0))
@@ -58,9 +65,10 @@ def test_exact_enumeration_matches_brute_force():
 def test_two_sided_and_chance_vector():
     maps = _maps(n_subjects=10, n_voxels=40, seed=3)
     maps[:, 30:] -= 0.1
-    res = group_searchlight_stats(maps, chance=np.full(40, 0.5), n_perm=500,
-                                  two_sided=True, random_state=0)
-    assert res["p_fwe"][30:].max() < 0.05          # below chance is detected two-sided
+    res = group_searchlight_stats(
+        maps, chance=np.full(40, 0.5), n_perm=500, two_sided=True, random_state=0
+    )
+    assert res["p_fwe"][30:].max() < 0.05  # below chance is detected two-sided
     one = group_searchlight_stats(maps, chance=0.5, n_perm=500, random_state=0)
     assert one["p_fwe"][30:].min() > 0.5
 
@@ -71,7 +79,7 @@ def test_null_fwe_rate_is_controlled():
     for _ in range(40):
         maps = 0.5 + 0.05 * rng.standard_normal((8, 100))
         hits += group_searchlight_stats(maps, 0.5, n_perm=256)["p_fwe"].min() <= 0.05
-    assert hits / 40 <= 0.15                        # nominal 0.05; 40 repetitions
+    assert hits / 40 <= 0.15  # nominal 0.05; 40 repetitions
 
 
 def test_constant_voxels_and_errors():

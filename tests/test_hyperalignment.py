@@ -37,7 +37,7 @@ class _PyMVPAProcrustes:
         datas = [source - self.offset_in, target - self.offset_out]
         (sn, sm), (_, tm) = datas[0].shape, datas[1].shape
         norms = [np.sqrt(np.sum(d**2)) for d in datas]
-        src, tgt = [d / nrm for d, nrm in zip(datas, norms)]
+        src, tgt = [d / nrm for d, nrm in zip(datas, norms, strict=True)]
         if sm < tm:
             src = np.hstack((src, np.zeros((sn, tm - sm))))
         if sm > tm:
@@ -52,8 +52,15 @@ class _PyMVPAProcrustes:
         return (x - self.offset_in) @ self.proj + self.offset_out
 
 
-def _pymvpa_hyperalign(datasets, ref_ds=None, level2_niter=1, zscore_all=False,
-                       zscore_common=True, level1_equal_weight=False, scaling=True):
+def _pymvpa_hyperalign(
+    datasets,
+    ref_ds=None,
+    level2_niter=1,
+    zscore_all=False,
+    zscore_common=True,
+    level1_equal_weight=False,
+    scaling=True,
+):
     datasets = [np.asarray(d, dtype=float) for d in datasets]
     n = len(datasets)
     if ref_ds is None:
@@ -65,7 +72,7 @@ def _pymvpa_hyperalign(datasets, ref_ds=None, level2_niter=1, zscore_all=False,
         commonspace = _zscore(commonspace)
     data_mapped = list(datasets)
     counts = 1
-    for i, ds in enumerate(datasets):                       # level 1
+    for i, ds in enumerate(datasets):  # level 1
         if i == ref_ds:
             continue
         ds_ = _PyMVPAProcrustes(scaling).train(ds, commonspace).forward(ds)
@@ -79,7 +86,7 @@ def _pymvpa_hyperalign(datasets, ref_ds=None, level2_niter=1, zscore_all=False,
         counts += 1
         if zscore_common:
             commonspace = _zscore(commonspace)
-    commonspace = np.mean(data_mapped, axis=0)              # level 2
+    commonspace = np.mean(data_mapped, axis=0)  # level 2
     for _ in range(level2_niter):
         for i, ds in enumerate(datasets):
             temp = (commonspace * n - data_mapped[i]) / (n - 1)
@@ -93,7 +100,7 @@ def _pymvpa_hyperalign(datasets, ref_ds=None, level2_niter=1, zscore_all=False,
     if zscore_common:
         commonspace = _zscore(commonspace)
     mappers = [_PyMVPAProcrustes(scaling).train(ds, commonspace) for ds in datasets]
-    return commonspace, mappers                             # level 3
+    return commonspace, mappers  # level 3
 
 
 def _subjects(n_subjects=5, n_samples=120, n_voxels=20, noise=0.5, seed=0, voxels=None):
@@ -104,8 +111,11 @@ def _subjects(n_subjects=5, n_samples=120, n_voxels=20, noise=0.5, seed=0, voxel
     for i in range(n_subjects):
         v = voxels[i] if voxels else n_voxels
         Q = np.linalg.qr(rng.standard_normal((n_voxels, n_voxels)))[0][:, :v]
-        out.append(S @ Q * rng.uniform(0.5, 2) + noise * rng.standard_normal((n_samples, v))
-                   + rng.normal(size=v))
+        out.append(
+            S @ Q * rng.uniform(0.5, 2)
+            + noise * rng.standard_normal((n_samples, v))
+            + rng.normal(size=v)
+        )
     return S, out
 
 
@@ -128,11 +138,11 @@ def test_agrees_with_step_by_step_pymvpa(params):
     common_ref, mappers_ref = _pymvpa_hyperalign(dss, **ref_params)
     ha = Hyperalignment(**params).fit(dss)
     np.testing.assert_allclose(ha.template_, common_ref, atol=1e-8)
-    for t, m in zip(ha.transforms_, mappers_ref):
+    for t, m in zip(ha.transforms_, mappers_ref, strict=True):
         np.testing.assert_allclose(np.asarray(t), m.proj, atol=1e-8)
     Z = ha.transform(dss)
     zs = [_zscore(d) for d in dss] if params.get("zscore_all") else dss
-    for z, m, d in zip(Z, mappers_ref, zs):
+    for z, m, d in zip(Z, mappers_ref, zs, strict=True):
         np.testing.assert_allclose(z, m.forward(d), atol=1e-8)
 
 
@@ -142,7 +152,7 @@ def test_agrees_with_pymvpa_for_different_voxel_counts():
     ha = Hyperalignment().fit(dss)
     assert ha.ref_ds_ == 1 and ha.template_.shape == (120, 20)
     np.testing.assert_allclose(ha.template_, common_ref, atol=1e-8)
-    for t, m in zip(ha.transforms_, mappers_ref):
+    for t, m in zip(ha.transforms_, mappers_ref, strict=True):
         assert t.shape == m.proj.shape
         np.testing.assert_allclose(np.asarray(t), m.proj, atol=1e-8)
 
@@ -155,7 +165,7 @@ def test_thin_route_agrees_with_pymvpa_on_training_projections():
         ha = Hyperalignment().fit(dss)
     assert all(t.is_factored for t in ha.transforms_)
     np.testing.assert_allclose(ha.template_, common_ref, atol=1e-7)
-    for z, m, d in zip(ha.transform(dss), mappers_ref, dss):
+    for z, m, d in zip(ha.transform(dss), mappers_ref, dss, strict=True):
         np.testing.assert_allclose(z, m.forward(d), atol=1e-7)
 
 
@@ -172,7 +182,7 @@ def test_recovers_rotations_of_a_shared_response():
     resid = ha.template_ - S @ R
     assert np.linalg.norm(resid) / np.linalg.norm(ha.template_) < 0.15
     # full-rank rotations: inverse_transform undoes transform exactly
-    for b, d in zip(ha.inverse_transform(Z), dss):
+    for b, d in zip(ha.inverse_transform(Z), dss, strict=True):
         np.testing.assert_allclose(b, d, atol=1e-8)
 
 
@@ -236,7 +246,7 @@ def test_n_jobs_does_not_change_the_result():
     a = Hyperalignment().fit(dss)
     b = Hyperalignment(n_jobs=2, level2_n_iter=1).fit(dss)
     np.testing.assert_allclose(a.template_, b.template_, atol=1e-12)
-    for ta, tb in zip(a.transforms_, b.transforms_):
+    for ta, tb in zip(a.transforms_, b.transforms_, strict=True):
         np.testing.assert_allclose(np.asarray(ta), np.asarray(tb), atol=1e-12)
     with pytest.raises(InputValidationError, match="n_jobs"):
         hyperalign(dss, n_jobs=0)

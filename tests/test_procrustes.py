@@ -15,7 +15,6 @@ from mvpa_flows.core.procrustes import (
 )
 
 
-
 class ProcrusteanMapper:
     """PyMVPA 2.6 ProcrusteanMapper._train, transcribed (full SVD, zero-padding)."""
 
@@ -27,7 +26,7 @@ class ProcrusteanMapper:
         datas = [source - self.offset_in, target - self.offset_out]
         (sn, sm), (_, tm) = datas[0].shape, datas[1].shape
         norms = [np.sqrt(np.sum(d**2)) for d in datas]
-        src, tgt = [d / nrm for d, nrm in zip(datas, norms)]
+        src, tgt = [d / nrm for d, nrm in zip(datas, norms, strict=True)]
         if sm < tm:
             src = np.hstack((src, np.zeros((sn, tm - sm))))
         if sm > tm:
@@ -88,8 +87,9 @@ def test_thin_route_agrees_with_direct_and_scipy_on_the_data_span():
     with pytest.warns(UnderdeterminedRotationWarning, match="determined only"):
         thin = procrustes(A, B, scaling=False, demean=False)
     assert thin.is_factored and thin.rank == 60
-    direct = procrustes(A, B, scaling=False, demean=False, method="direct",
-                        warn_underdetermined=False)
+    direct = procrustes(
+        A, B, scaling=False, demean=False, method="direct", warn_underdetermined=False
+    )
     np.testing.assert_allclose(A @ thin.rotation, A @ R, atol=1e-9)
     np.testing.assert_allclose(thin.rotation, direct.rotation, atol=1e-9)
     # demeaned data have rank n - 1; scaled map reproduces PyMVPA's projection of A
@@ -105,7 +105,7 @@ def test_thin_route_agrees_with_direct_and_scipy_on_the_data_span():
 def test_reflection_false_gives_proper_rotation():
     rng = np.random.default_rng(4)
     A = rng.standard_normal((100, 5))
-    F = np.diag([1, 1, 1, 1, -1.0])          # a pure reflection
+    F = np.diag([1, 1, 1, 1, -1.0])  # a pure reflection
     B = A @ F + 0.01 * rng.standard_normal((100, 5))
     m_ref = procrustes(A, B, reflection=True, scaling=False)
     assert np.linalg.det(m_ref.rotation) == pytest.approx(-1)
@@ -119,8 +119,8 @@ def test_reflection_false_gives_proper_rotation():
 
 def test_constant_voxels_are_handled():
     A, B = _pair(80, 20, seed=5)
-    A[:, 3] = 7.0                         # constant voxel in the source
-    B[:, 5] = -1.0                        # and in the target
+    A[:, 3] = 7.0  # constant voxel in the source
+    B[:, 5] = -1.0  # and in the target
     with pytest.warns(UnderdeterminedRotationWarning):
         m = procrustes(A, B)
     R = m.rotation
@@ -164,7 +164,7 @@ def test_thin_route_is_fast():
         warnings.simplefilter("ignore", UnderdeterminedRotationWarning)
         m = procrustes(A, B)
         m.transform(A)
-    assert time.perf_counter() - t0 < 5.0   # a full 3000 x 3000 SVD alone takes ~10 s here
+    assert time.perf_counter() - t0 < 5.0  # a full 3000 x 3000 SVD alone takes ~10 s here
 
 
 def test_thin_route_with_low_rank_target_is_optimal():
@@ -178,8 +178,9 @@ def test_thin_route_with_low_rank_target_is_optimal():
     R = m.rotation
     M = A.T @ B
     # trace(R' M) reaches the nuclear norm of M: the Procrustes optimum
-    np.testing.assert_allclose(np.trace(R.T @ M), np.linalg.svd(M, compute_uv=False).sum(),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        np.trace(R.T @ M), np.linalg.svd(M, compute_uv=False).sum(), rtol=1e-10
+    )
     sv = np.linalg.svd(R, compute_uv=False)
     np.testing.assert_allclose(sv[:5], 1, atol=1e-10)
     np.testing.assert_allclose(sv[5:], 0, atol=1e-10)
@@ -191,7 +192,9 @@ def test_one_sided_thin_route_is_optimal():
     with pytest.warns(UnderdeterminedRotationWarning):
         m = procrustes(A, B, scaling=False, demean=False)
     M = A.T @ B
-    np.testing.assert_allclose(np.trace(m.rotation.T @ M),
-                               np.linalg.svd(M, compute_uv=False).sum(), rtol=1e-10)
-    np.testing.assert_allclose(m.rotation.T @ m.rotation @ m.rotation.T, m.rotation.T,
-                               atol=1e-10)        # partial isometry
+    np.testing.assert_allclose(
+        np.trace(m.rotation.T @ M), np.linalg.svd(M, compute_uv=False).sum(), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        m.rotation.T @ m.rotation @ m.rotation.T, m.rotation.T, atol=1e-10
+    )  # partial isometry

@@ -23,10 +23,18 @@ def test_round_trip_dense(tmp_path):
     idx = np.arange(12) * 3
     roi = np.zeros((4, 4, 3), dtype=np.uint8)
     roi.flat[idx] = 1
-    path = save_transform(tmp_path / "sub-01_task-movie_from-MNI_to-common_mode-image"
-                          "_desc-procrustes_xfm.h5", m, voxel_indices=idx, roi=roi,
-                          params={"level2_n_iter": 1, "ref_ds": None, "subjects": ["01", "02"],
-                                  "template": "sherlock"})
+    path = save_transform(
+        tmp_path / "sub-01_task-movie_from-MNI_to-common_mode-image_desc-procrustes_xfm.h5",
+        m,
+        voxel_indices=idx,
+        roi=roi,
+        params={
+            "level2_n_iter": 1,
+            "ref_ds": None,
+            "subjects": ["01", "02"],
+            "template": "sherlock",
+        },
+    )
     m2, info = load_transform(path)
     np.testing.assert_array_equal(m2.rotation, m.rotation)
     assert m2.scale == m.scale and m2.rank == m.rank
@@ -38,7 +46,7 @@ def test_round_trip_dense(tmp_path):
     assert info["params"]["scaling"] is True or info["params"]["scaling"] == 1
     with h5py.File(path) as f:
         assert f.attrs["format"] == FORMAT and "matrix" in f
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]   # no temporary left
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
 
 
 def test_round_trip_factored(tmp_path):

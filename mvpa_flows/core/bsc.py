@@ -49,8 +49,7 @@ from sklearn.base import clone
 from mvpa_flows.core.errors import InputValidationError
 from mvpa_flows.core.hyperalignment import apply_transforms, hyperalign, validate_datasets
 
-__all__ = ["between_subject_classification", "segment_patterns",
-           "segment_classification_accuracy"]
+__all__ = ["between_subject_classification", "segment_patterns", "segment_classification_accuracy"]
 
 WITHIN_SEGMENTS_NOTE = (
     "within_subject is not defined in segments mode: it would need an independent "
@@ -82,8 +81,11 @@ def segment_classification_accuracy(test, reference):
 def _check_not_circular(train, test, train_runs, test_runs):
     for i, Xte in enumerate(test):
         for j, Xtr in enumerate(train):
-            if Xte is Xtr or (isinstance(Xte, np.ndarray) and isinstance(Xtr, np.ndarray)
-                              and np.shares_memory(Xte, Xtr)):
+            if Xte is Xtr or (
+                isinstance(Xte, np.ndarray)
+                and isinstance(Xtr, np.ndarray)
+                and np.shares_memory(Xte, Xtr)
+            ):
                 raise InputValidationError(
                     f"`test_datasets[{i}]` is (or shares memory with) `train_datasets[{j}]`: "
                     "the alignment would be estimated on the test data (circular "
@@ -105,7 +107,8 @@ def _check_not_circular(train, test, train_runs, test_runs):
         )
     if train_runs is not None:
         overlap = set(np.ravel(np.asarray(train_runs, dtype=object)).tolist()) & set(
-            np.ravel(np.asarray(test_runs, dtype=object)).tolist())
+            np.ravel(np.asarray(test_runs, dtype=object)).tolist()
+        )
         if overlap:
             raise InputValidationError(
                 f"Runs {sorted(map(str, overlap))} are in both `train_runs` and `test_runs`: "
@@ -118,11 +121,14 @@ def _labels_per_subject(labels, test, name):
     n = len(test)
     if labels is None:
         return None
-    per_subject = (isinstance(labels, (list, tuple)) and len(labels) == n
-                   and all(np.ndim(lab) == 1 for lab in labels))
+    per_subject = (
+        isinstance(labels, (list, tuple))
+        and len(labels) == n
+        and all(np.ndim(lab) == 1 for lab in labels)
+    )
     arr = labels if per_subject else [labels] * n
     out = []
-    for i, (lab, X) in enumerate(zip(arr, test)):
+    for i, (lab, X) in enumerate(zip(arr, test, strict=True)):
         lab = np.asarray(lab)
         if lab.shape != (X.shape[0],):
             raise InputValidationError(
@@ -183,9 +189,7 @@ def between_subject_classification(
     parameters and notes.
     """
     if mode not in ("segments", "conditions"):
-        raise InputValidationError(
-            f"`mode` must be 'segments' or 'conditions'; got {mode!r}."
-        )
+        raise InputValidationError(f"`mode` must be 'segments' or 'conditions'; got {mode!r}.")
     # Circularity is checked on the raw inputs, before any conversion copies them.
     if not isinstance(test_datasets, (list, tuple)):
         raise InputValidationError(
@@ -222,8 +226,12 @@ def between_subject_classification(
     fit = hyperalign(train, **hp)
     aligned = apply_transforms(fit["transforms"], test, fit["zscore_params"])
 
-    attrs = {"mode": mode, "hyperalignment_params": fit["params"], "ref_ds": fit["ref_ds"],
-             "anatomical_defined": same_voxels}
+    attrs = {
+        "mode": mode,
+        "hyperalignment_params": fit["params"],
+        "ref_ds": fit["ref_ds"],
+        "anatomical_defined": same_voxels,
+    }
     rows = []
     if mode == "segments":
         if tr is None or not isinstance(tr, numbers.Real) or tr <= 0:
@@ -250,14 +258,29 @@ def between_subject_classification(
         sum_a = np.sum(seg_a, axis=0) if same_voxels else None
         for s in range(n):
             hyp = segment_classification_accuracy(seg_h[s], (sum_h - seg_h[s]) / (n - 1))
-            anat = (segment_classification_accuracy(seg_a[s], (sum_a - seg_a[s]) / (n - 1))
-                    if same_voxels else np.nan)
-            rows.append({"subject": subject_labels[s], "anatomical": anat,
-                         "hyperaligned": hyp, "within_subject": np.nan,
-                         "chance": 1.0 / n_seg, "n_segments": n_seg,
-                         "segment_volumes": seg_len})
-        attrs.update(segment_length=segment_length, tr=tr, segment_volumes=seg_len,
-                     n_segments=n_seg, within_subject_note=WITHIN_SEGMENTS_NOTE)
+            anat = (
+                segment_classification_accuracy(seg_a[s], (sum_a - seg_a[s]) / (n - 1))
+                if same_voxels
+                else np.nan
+            )
+            rows.append(
+                {
+                    "subject": subject_labels[s],
+                    "anatomical": anat,
+                    "hyperaligned": hyp,
+                    "within_subject": np.nan,
+                    "chance": 1.0 / n_seg,
+                    "n_segments": n_seg,
+                    "segment_volumes": seg_len,
+                }
+            )
+        attrs.update(
+            segment_length=segment_length,
+            tr=tr,
+            segment_volumes=seg_len,
+            n_segments=n_seg,
+            within_subject_note=WITHIN_SEGMENTS_NOTE,
+        )
     else:
         labels = _labels_per_subject(test_labels, test, "test_labels")
         if labels is None:
@@ -289,18 +312,37 @@ def between_subject_classification(
             if groups is not None and np.unique(groups[s]).size > 1:
                 from sklearn.model_selection import LeaveOneGroupOut, cross_val_score
 
-                within = float(np.mean(cross_val_score(
-                    clone(estimator), test[s], labels[s], groups=groups[s],
-                    cv=LeaveOneGroupOut())))
-            rows.append({"subject": subject_labels[s], "anatomical": anat,
-                         "hyperaligned": hyp, "within_subject": within,
-                         "chance": 1.0 / classes.size, "n_samples": test[s].shape[0],
-                         "n_classes": classes.size})
-        attrs.update(estimator=repr(estimator), classes=[str(c) for c in classes],
-                     within_subject_note=(
-                         "leave-one-group-out cross-validation within the left-out subject's "
-                         "test data" if groups is not None else
-                         "no test_groups given: within_subject not computed (NaN)"))
+                within = float(
+                    np.mean(
+                        cross_val_score(
+                            clone(estimator),
+                            test[s],
+                            labels[s],
+                            groups=groups[s],
+                            cv=LeaveOneGroupOut(),
+                        )
+                    )
+                )
+            rows.append(
+                {
+                    "subject": subject_labels[s],
+                    "anatomical": anat,
+                    "hyperaligned": hyp,
+                    "within_subject": within,
+                    "chance": 1.0 / classes.size,
+                    "n_samples": test[s].shape[0],
+                    "n_classes": classes.size,
+                }
+            )
+        attrs.update(
+            estimator=repr(estimator),
+            classes=[str(c) for c in classes],
+            within_subject_note=(
+                "leave-one-group-out cross-validation within the left-out subject's test data"
+                if groups is not None
+                else "no test_groups given: within_subject not computed (NaN)"
+            ),
+        )
     df = pd.DataFrame(rows)
     df.attrs.update(attrs)
     return df

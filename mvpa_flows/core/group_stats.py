@@ -39,8 +39,9 @@ def _t_from_mean(mean, ss, n):
     return t
 
 
-def group_searchlight_stats(maps, chance, n_perm=10000, two_sided=False, random_state=0,
-                            batch_size=256):
+def group_searchlight_stats(
+    maps, chance, n_perm=10000, two_sided=False, random_state=0, batch_size=256
+):
     """Group mean accuracy, one-sample t against chance, FWE p by sign-flip max-t.
 
     Parameters
@@ -83,8 +84,7 @@ def group_searchlight_stats(maps, chance, n_perm=10000, two_sided=False, random_
     chance = np.asarray(chance, dtype=np.float64)
     if chance.ndim not in (0, 1) or (chance.ndim == 1 and chance.shape != (v,)):
         raise InputValidationError(
-            f"`chance` must be a number or one value per voxel ({v}); got shape "
-            f"{chance.shape}."
+            f"`chance` must be a number or one value per voxel ({v}); got shape {chance.shape}."
         )
     if not isinstance(n_perm, numbers.Integral) or n_perm < 1:
         raise InputValidationError(f"`n_perm` must be a positive integer; got {n_perm!r}.")
@@ -102,10 +102,10 @@ def group_searchlight_stats(maps, chance, n_perm=10000, two_sided=False, random_
         flips = rng.choice([-1.0, 1.0], size=(n_perm, n))
     h0 = np.empty(flips.shape[0])
     for start in range(0, flips.shape[0], batch_size):
-        S = flips[start:start + batch_size]
+        S = flips[start : start + batch_size]
         # Sums of squares do not change under sign flips: only the means do.
         tp = _t_from_mean((S @ d) / n, ss, n)
-        h0[start:start + batch_size] = (np.abs(tp) if two_sided else tp).max(axis=1)
+        h0[start : start + batch_size] = (np.abs(tp) if two_sided else tp).max(axis=1)
     h0_sorted = np.sort(h0)
     n_ge = h0.size - np.searchsorted(h0_sorted, stat, side="left")
     if exact:

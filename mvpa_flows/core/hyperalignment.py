@@ -100,8 +100,7 @@ def validate_datasets(datasets, name="datasets", min_subjects=2):
     for i, X in enumerate(out):
         if X.shape[0] < 2 or not np.any(X.std(axis=0) > 0):
             raise InputValidationError(
-                f"`{name}[{i}]` has no voxel that varies over samples; check its mask "
-                "and run."
+                f"`{name}[{i}]` has no voxel that varies over samples; check its mask and run."
             )
     return out
 
@@ -116,8 +115,7 @@ def _check_params(params, n_subjects):
     p = {**DEFAULT_PARAMS, **params}
     ref = p["ref_ds"]
     if ref is not None and (
-        not isinstance(ref, numbers.Integral) or isinstance(ref, bool)
-        or not 0 <= ref < n_subjects
+        not isinstance(ref, numbers.Integral) or isinstance(ref, bool) or not 0 <= ref < n_subjects
     ):
         raise InputValidationError(
             f"`ref_ds` must be None or a subject index in [0, {n_subjects - 1}]; got {ref!r}."
@@ -127,8 +125,14 @@ def _check_params(params, n_subjects):
         raise InputValidationError(
             f"`level2_n_iter` must be a non-negative integer; got {n_iter!r}."
         )
-    for key in ("zscore_all", "zscore_common", "level1_equal_weight", "scaling",
-                "reflection", "demean"):
+    for key in (
+        "zscore_all",
+        "zscore_common",
+        "level1_equal_weight",
+        "scaling",
+        "reflection",
+        "demean",
+    ):
         if not isinstance(p[key], (bool, np.bool_)):
             raise InputValidationError(f"`{key}` must be True or False; got {p[key]!r}.")
     return p
@@ -162,8 +166,17 @@ class _Subject:
                 if "gram" not in cache:
                     cache["gram"] = B0 @ B0.T
                 gram = cache["gram"]
-        return _Solution(self.X0, B0, self.mu, mu_b, p["scaling"], p["reflection"],
-                         fa=self._factor if thin else None, thin=thin, gram_b=gram)
+        return _Solution(
+            self.X0,
+            B0,
+            self.mu,
+            mu_b,
+            p["scaling"],
+            p["reflection"],
+            fa=self._factor if thin else None,
+            thin=thin,
+            gram_b=gram,
+        )
 
 
 def _map(fn, items, n_jobs):
@@ -249,7 +262,7 @@ def hyperalign(datasets, n_jobs=1, **params):
     common = datasets[ref]
     if p["zscore_common"] and not p["zscore_all"]:
         common = zscore_columns(common)
-    data_mapped = list(datasets)          # the reference keeps its original samples
+    data_mapped = list(datasets)  # the reference keeps its original samples
     counts = 1
     for i in range(n):
         if i == ref:
@@ -283,7 +296,7 @@ def hyperalign(datasets, n_jobs=1, **params):
 
     # Level 3 --------------------------------------------------------------------------
     template_cache = {}
-    if n_jobs > 1:          # fill the shared cache before the threads read it
+    if n_jobs > 1:  # fill the shared cache before the threads read it
         subjects[0].solve(template, p, template_cache)
     map_params = {k: p[k] for k in ("scaling", "reflection", "demean")}
 
@@ -291,7 +304,9 @@ def hyperalign(datasets, n_jobs=1, **params):
         sol = subjects[i].solve(template, p, template_cache)
         return sol.to_map(params=map_params), bool(sol.underdetermined)
 
-    transforms, underdetermined = map(list, zip(*_map(_level3, range(n), n_jobs)))
+    level3 = _map(_level3, range(n), n_jobs)
+    transforms = [t for t, _ in level3]
+    underdetermined = [u for _, u in level3]
     if any(underdetermined):
         which = [i for i, u in enumerate(underdetermined) if u]
         warnings.warn(
@@ -334,7 +349,7 @@ def apply_transforms(transforms, datasets, zscore_params=None, name="datasets"):
             "fitted; pass the subjects in the order used in fit."
         )
     out = []
-    for i, (m, X) in enumerate(zip(transforms, datasets)):
+    for i, (m, X) in enumerate(zip(transforms, datasets, strict=True)):
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != m.shape[0]:
             raise InputValidationError(
@@ -351,11 +366,10 @@ def inverse_transforms(transforms, datasets, zscore_params=None, name="datasets"
     """Map common-space data back into each subject's voxels (undoing ``zscore_all``)."""
     if len(transforms) != len(datasets):
         raise InputValidationError(
-            f"`{name}` has {len(datasets)} entries but {len(transforms)} transforms were "
-            "fitted."
+            f"`{name}` has {len(datasets)} entries but {len(transforms)} transforms were fitted."
         )
     out = []
-    for i, (m, Y) in enumerate(zip(transforms, datasets)):
+    for i, (m, Y) in enumerate(zip(transforms, datasets, strict=True)):
         X = m.inverse_transform(np.asarray(Y, dtype=np.float64))
         if zscore_params is not None:
             mean, std = zscore_params[i]

@@ -97,8 +97,17 @@ class ProcrustesMap:
         Rank of ``R`` (= min of the voxel counts when fully determined).
     """
 
-    def __init__(self, scale, source_mean, target_mean, dense=None, left=None, right=None,
-                 rank=None, params=None):
+    def __init__(
+        self,
+        scale,
+        source_mean,
+        target_mean,
+        dense=None,
+        left=None,
+        right=None,
+        rank=None,
+        params=None,
+    ):
         self.scale = float(scale)
         self.source_mean = np.asarray(source_mean, dtype=np.float64)
         self.target_mean = np.asarray(target_mean, dtype=np.float64)
@@ -181,8 +190,9 @@ class ProcrustesMap:
 
     def __repr__(self):
         kind = "factored" if self.is_factored else "dense"
-        return (f"ProcrustesMap(shape={self.shape}, rank={self.rank}, scale={self.scale:.4g}, "
-                f"{kind})")
+        return (
+            f"ProcrustesMap(shape={self.shape}, rank={self.rank}, scale={self.scale:.4g}, {kind})"
+        )
 
 
 def _as_2d(X, name):
@@ -234,11 +244,13 @@ def _polar(C, reflection=True):
         trace = float(sig.sum())
     else:
         try:
-            U, s, Vt = linalg.svd(C, full_matrices=False, check_finite=False,
-                                  lapack_driver="gesdd")
+            U, s, Vt = linalg.svd(
+                C, full_matrices=False, check_finite=False, lapack_driver="gesdd"
+            )
         except linalg.LinAlgError:
-            U, s, Vt = linalg.svd(C, full_matrices=False, check_finite=False,
-                                  lapack_driver="gesvd")
+            U, s, Vt = linalg.svd(
+                C, full_matrices=False, check_finite=False, lapack_driver="gesvd"
+            )
         keep = s > (s[0] * max(m, k) * np.finfo(np.float64).eps if s.size else 0.0)
         rank = int(keep.sum())
         U, s, Vt = U[:, keep], s[keep], Vt[keep]
@@ -268,8 +280,8 @@ class _RowFactor:
         lam, E = lam[keep], E[:, keep]
         sq = np.sqrt(lam)
         self.A = A
-        self.L = E * sq                # (n, r)
-        self.K = (E / sq).T            # (r, n); Qt = K @ A
+        self.L = E * sq  # (n, r)
+        self.K = (E / sq).T  # (r, n); Qt = K @ A
         self.rank = int(keep.sum())
 
     def basis(self):
@@ -297,8 +309,9 @@ def _validate_pair(source, target):
 class _Solution:
     """A solved Procrustes problem; builds the projection or the map on request."""
 
-    def __init__(self, A0, B0, mu_a, mu_b, scaling, reflection, fa=None, fb=None,
-                 thin=None, gram_b=None):
+    def __init__(
+        self, A0, B0, mu_a, mu_b, scaling, reflection, fa=None, fb=None, thin=None, gram_b=None
+    ):
         n, va = A0.shape
         vb = B0.shape[1]
         self.A0, self.B0, self.mu_a, self.mu_b = A0, B0, mu_a, mu_b
@@ -316,7 +329,7 @@ class _Solution:
             trace = self._one_sided(gram_b)
             if trace is None:
                 self.fb = fb if fb is not None else _RowFactor(B0)
-                C = self.fa.L.T @ self.fb.L          # (ra, rb)
+                C = self.fa.L.T @ self.fb.L  # (ra, rb)
                 self.P, trace, self.rank = _polar(C, reflection)
             self.underdetermined = self.rank < min(va, vb)
         else:
@@ -351,7 +364,7 @@ class _Solution:
             La = self.fa.L
             out = ((La @ self._PN) @ La.T) @ self.B0
         elif self.thin:
-            W = self.fa.L @ self.P @ self.fb.K     # (n, n)
+            W = self.fa.L @ self.P @ self.fb.K  # (n, n)
             out = W @ self.B0
         else:
             out = self.A0 @ self.P
@@ -361,17 +374,32 @@ class _Solution:
 
     def to_map(self, params=None):
         if self._PN is not None:
-            left = self.fa.basis()                             # (va, ra)
-            right = self.B0.T @ (self.fa.L @ self._PN)         # (vb, ra)
-            return ProcrustesMap(self.scale, self.mu_a, self.mu_b, left=left, right=right,
-                                 rank=self.rank, params=params)
+            left = self.fa.basis()  # (va, ra)
+            right = self.B0.T @ (self.fa.L @ self._PN)  # (vb, ra)
+            return ProcrustesMap(
+                self.scale,
+                self.mu_a,
+                self.mu_b,
+                left=left,
+                right=right,
+                rank=self.rank,
+                params=params,
+            )
         if self.thin:
-            left = self.fa.basis() @ self.P        # (va, rb)
-            right = self.fb.basis()                # (vb, rb)
-            return ProcrustesMap(self.scale, self.mu_a, self.mu_b, left=left, right=right,
-                                 rank=self.rank, params=params)
-        return ProcrustesMap(self.scale, self.mu_a, self.mu_b, dense=self.P, rank=self.rank,
-                             params=params)
+            left = self.fa.basis() @ self.P  # (va, rb)
+            right = self.fb.basis()  # (vb, rb)
+            return ProcrustesMap(
+                self.scale,
+                self.mu_a,
+                self.mu_b,
+                left=left,
+                right=right,
+                rank=self.rank,
+                params=params,
+            )
+        return ProcrustesMap(
+            self.scale, self.mu_a, self.mu_b, dense=self.P, rank=self.rank, params=params
+        )
 
 
 def _solve(A, B, scaling=True, reflection=True, demean=True, fa=None, thin=None):
@@ -385,8 +413,15 @@ def _solve(A, B, scaling=True, reflection=True, demean=True, fa=None, thin=None)
     return _Solution(A0, B0, mu_a, mu_b, scaling, reflection, fa=fa, thin=thin)
 
 
-def procrustes(source, target, scaling=True, reflection=True, demean=True, method="auto",
-               warn_underdetermined=True):
+def procrustes(
+    source,
+    target,
+    scaling=True,
+    reflection=True,
+    demean=True,
+    method="auto",
+    warn_underdetermined=True,
+):
     """Orthogonal Procrustes transform from ``source`` to ``target``.
 
     Parameters
@@ -417,9 +452,7 @@ def procrustes(source, target, scaling=True, reflection=True, demean=True, metho
         ``transform(X) = scale * (X - source_mean) @ R + target_mean``.
     """
     if method not in ("auto", "direct", "thin"):
-        raise InputValidationError(
-            f"`method` must be 'auto', 'direct' or 'thin'; got {method!r}."
-        )
+        raise InputValidationError(f"`method` must be 'auto', 'direct' or 'thin'; got {method!r}.")
     A, B = _validate_pair(source, target)
     thin = None if method == "auto" else method == "thin"
     sol = _solve(A, B, scaling=scaling, reflection=reflection, demean=demean, thin=thin)
@@ -427,10 +460,10 @@ def procrustes(source, target, scaling=True, reflection=True, demean=True, metho
         warnings.warn(
             f"The Procrustes rotation is determined only on a {sol.rank}-dimensional "
             f"subspace of the {A.shape[1]} source voxels ({A.shape[0]} samples; constant "
-            "voxels or collinear data lower the rank). Outside the span of the training data the map is zero: components of new "
-            "data there are discarded. Use more samples than voxels for a full rotation.",
+            "voxels or collinear data lower the rank). Outside the span of the training "
+            "data the map is zero: components of new data there are discarded. Use more "
+            "samples than voxels for a full rotation.",
             UnderdeterminedRotationWarning,
             stacklevel=2,
         )
-    return sol.to_map(params={"scaling": scaling, "reflection": reflection,
-                              "demean": demean})
+    return sol.to_map(params={"scaling": scaling, "reflection": reflection, "demean": demean})

@@ -60,8 +60,7 @@ def _attr_back(value):
     return value
 
 
-def save_transform(path, transform, voxel_indices=None, roi=None, params=None,
-                   compression="gzip"):
+def save_transform(path, transform, voxel_indices=None, roi=None, params=None, compression="gzip"):
     """Write a :class:`ProcrustesMap` (plus voxel indices / ROI and parameters) to ``path``."""
     if not isinstance(transform, ProcrustesMap):
         raise InputValidationError(
@@ -70,9 +69,7 @@ def save_transform(path, transform, voxel_indices=None, roi=None, params=None,
         )
     path = Path(path)
     if path.suffix != ".h5":
-        raise InputValidationError(
-            f"`path` must end in .h5 (BIDS '_xfm.h5'); got {path.name!r}."
-        )
+        raise InputValidationError(f"`path` must end in .h5 (BIDS '_xfm.h5'); got {path.name!r}.")
     if voxel_indices is not None:
         voxel_indices = np.asarray(voxel_indices)
         if voxel_indices.shape != (transform.shape[0],):
@@ -141,8 +138,12 @@ def load_transform(path):
         else:
             kw["left"], kw["right"] = f["left"][()], f["right"][()]
         transform = ProcrustesMap(
-            float(f.attrs["scale"]), f["source_mean"][()], f["target_mean"][()],
-            rank=int(f.attrs["rank"]), params=params, **kw,
+            float(f.attrs["scale"]),
+            f["source_mean"][()],
+            f["target_mean"][()],
+            rank=int(f.attrs["rank"]),
+            params=params,
+            **kw,
         )
         info = {
             "voxel_indices": f["voxel_indices"][()] if "voxel_indices" in f else None,

@@ -143,3 +143,19 @@ def test_sherlock_segments_hyperaligned_beats_anatomical():
     assert df.hyperaligned.mean() > df.anatomical.mean() + 0.05
     assert (df.hyperaligned >= df.anatomical).all()
     assert df.anatomical.mean() > 5 * df.chance.mean()
+
+
+def test_different_voxel_counts_anatomical_undefined():
+    rng = np.random.default_rng(3)
+    s_train, s_test = rng.standard_normal((200, 20)), rng.standard_normal((120, 20))
+    train, test = [], []
+    for v in (20, 18, 16, 20):
+        Q = np.linalg.qr(rng.standard_normal((20, 20)))[0][:, :v]
+        train.append(s_train @ Q + 0.5 * rng.standard_normal((200, v)))
+        test.append(s_test @ Q + 0.5 * rng.standard_normal((120, v)))
+    df = between_subject_classification(
+        train, test, tr=1.0, segment_length=6.0, hyperalignment_params={"level2_n_iter": 2}
+    )
+    assert df.anatomical.isna().all() and not df.attrs["anatomical_defined"]
+    assert df.hyperaligned.mean() > 0.8
+    assert df.attrs["hyperalignment_params"]["level2_n_iter"] == 2

@@ -1,6 +1,7 @@
 """Hyperalignment: agreement with a step-by-step PyMVPA transcription, recovery, errors."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,3 +251,29 @@ def test_n_jobs_does_not_change_the_result():
         np.testing.assert_allclose(np.asarray(ta), np.asarray(tb), atol=1e-12)
     with pytest.raises(InputValidationError, match="n_jobs"):
         hyperalign(dss, n_jobs=0)
+
+
+SHERLOCK = Path(__file__).parents[2] / "shared" / "data" / "sherlock-pmc"
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not SHERLOCK.exists(), reason=f"shared Sherlock data not found at {SHERLOCK}")
+def test_agrees_with_pymvpa_on_sherlock():
+    nib = pytest.importorskip("nibabel")
+    dss = []
+    for sub in range(1, 7):
+        func = SHERLOCK / "derivatives" / "fmriprep" / f"sub-{sub:02d}" / "func"
+        stem = f"sub-{sub:02d}_task-sherlock_run-1_space-MNI152NLin6Asym"
+        mask = nib.load(func / f"{stem}_desc-brain_mask.nii.gz").get_fdata() > 0
+        dss.append(nib.load(func / f"{stem}_desc-preproc_bold.nii.gz").get_fdata()[mask].T)
+    common_ref, mappers_ref = _pymvpa_hyperalign(dss)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnderdeterminedRotationWarning)
+        ha = Hyperalignment().fit(dss)
+    # a few data directions are numerically collinear (singular values ~1e-16 of the
+    # largest), where both solutions are determined only to round-off amplified by that
+    # conditioning: agreement to ~1e-4 of the data scale
+    assert np.abs(ha.template_ - common_ref).max() < 2e-3
+    for z, m, d in zip(ha.transform(dss), mappers_ref, dss, strict=True):
+        ref = m.forward(d)
+        assert np.linalg.norm(z - ref) / np.linalg.norm(ref) < 1e-3

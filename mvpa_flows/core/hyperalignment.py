@@ -295,9 +295,12 @@ def hyperalign(datasets, n_jobs=1, **params):
     template = common
 
     # Level 3 --------------------------------------------------------------------------
-    template_cache = {}
-    if n_jobs > 1:  # fill the shared cache before the threads read it
-        subjects[0].solve(template, p, template_cache)
+    # Centring and Gram matrix of the template, shared by all level-3 fits (filled here
+    # so that threads only read it).
+    mu_t = template.mean(axis=0) if p["demean"] else np.zeros(template.shape[1])
+    template_cache = {"mu_b": mu_t, "B0": template - mu_t if p["demean"] else template}
+    if any(s.X0.shape[0] < max(s.X0.shape[1], template.shape[1]) for s in subjects):
+        template_cache["gram"] = template_cache["B0"] @ template_cache["B0"].T
     map_params = {k: p[k] for k in ("scaling", "reflection", "demean")}
 
     def _level3(i):

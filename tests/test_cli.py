@@ -302,7 +302,6 @@ def test_use_plugin_file_runs_multiproc(synthetic_bids, tmp_path):
             "n_procs": 4,
             "memory_gb": 8.0,
             "raise_insufficient": False,
-            "maxtasksperchild": 1,
         },
     }
     bad = tmp_path / "bad.json"

@@ -19,9 +19,15 @@ def build_parser():
     parser.add_argument("--subjects", type=int, default=3, help="number of subjects")
     parser.add_argument("--runs", type=int, default=4, help="runs per subject")
     parser.add_argument(
-        "--analyses", nargs="+", default=["ftest"], help="participant analyses to run"
+        "--analyses",
+        nargs="+",
+        default=["ftest", "searchlight"],
+        help="participant analyses to run",
     )
-    parser.add_argument("--nprocs", type=int, default=None, help="processes (default: all)")
+    parser.add_argument("--estimator", default="gnb", help="searchlight classifier")
+    parser.add_argument(
+        "--nprocs", type=int, default=1, help="processes (the demo data are small: default 1)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the data")
     return parser
 
@@ -52,6 +58,10 @@ def main(argv=None):
         "4",
         "--analyses",
         *args.analyses,
+        "--estimator",
+        args.estimator,
+        "--radius",
+        "6",
         "-w",
         str(out / "work"),
     ]
@@ -61,8 +71,10 @@ def main(argv=None):
     code = run_main(command)
     if code == 0:
         print(f"Done in {time.perf_counter() - start:.0f} s. Outputs: {out / 'mvpa_flows'}")
-        for path in sorted((out / "mvpa_flows").glob("sub-*/func/*.nii.gz")):
+        for path in sorted((out / "mvpa_flows").glob("sub-*/func/*_statmap.nii.gz")):
             print(f"  {path.relative_to(out)}")
+        for path in sorted((out / "mvpa_flows").glob("*.html")):
+            print(f"  report: {path}")
     return code
 
 

@@ -26,7 +26,6 @@ def plugin_settings(config):
         settings["plugin_args"].setdefault("status_callback", _NodeStatus())
     if settings["plugin"] == "MultiProc":
         settings["plugin_args"].setdefault("raise_insufficient", False)
-        settings["plugin_args"].setdefault("maxtasksperchild", 1)
     return settings
 
 

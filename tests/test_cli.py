@@ -55,8 +55,10 @@ def test_participant_ftest_on_synthetic_data(synthetic_bids, tmp_path):
     expected |= {f"{stem}_desc-mean_bold.{e}" for e in ("nii.gz", "json")}
     expected |= {f"{stem}_samples.{e}" for e in ("tsv", "json")}
     expected |= {"dataset_description.json", ".bidsignore", "sub-01.html"}
-    expected |= {f"sub-01/figures/sub-01_task-objects_contrast-faceVsHouse_stat-{s}_desc-anova"
-                 "_figure.svg" for s in ("F", "p")}
+    expected |= {
+        f"sub-01/figures/sub-01_task-objects_contrast-faceVsHouse_stat-{s}_desc-anova_figure.svg"
+        for s in ("F", "p")
+    }
     assert set(_files(out)) == expected
     assert not list(out.rglob("*.tmp"))
 
@@ -314,3 +316,18 @@ def test_memory_units():
 
     assert _memory_gb("8G") == 8 and _memory_gb("16GB") == 16
     assert _memory_gb("4096M") == 4 and _memory_gb("2048") == 2
+
+
+def test_demo_generates_data_and_runs(tmp_path, capsys):
+    from mvpa_flows.cli.demo import main as demo
+
+    assert (
+        demo([str(tmp_path / "demo"), "--subjects", "1", "--runs", "2", "--analyses", "ftest"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "Synthetic dataset:" in printed and "report:" in printed
+    assert (tmp_path / "demo" / "mvpa_flows" / "sub-01.html").is_file()
+    assert (
+        tmp_path / "demo" / "bids" / "derivatives" / "fmriprep" / "dataset_description.json"
+    ).is_file()

@@ -91,7 +91,10 @@ def run_workflow(workflow, config, crash_dir):
 
     configure_nipype(workflow, config, crash_dir)
     if config.write_graph:
-        workflow.write_graph(graph2use="colored", format="svg", simple_form=True)
+        try:
+            workflow.write_graph(graph2use="colored", format="svg", simple_form=True)
+        except OSError as err:  # graphviz's dot is missing: keep the .dot file
+            logger.warning("Wrote the graph as .dot only (%s); install graphviz for SVG.", err)
     before = set(Path(crash_dir).glob("crash-*.txt")) if Path(crash_dir).exists() else set()
     try:
         with threadpool_limits(limits=config.omp_nthreads):

@@ -233,14 +233,19 @@ def _polar(C, reflection=True):
     # some fall below that, the SVD decides the rank (to ~eps * s_max).
     if keep.all() and ratio >= 1.0 / _EIGH_NS_COND**2:
         sig = np.sqrt(lam_k)
-        Vk = V[:, keep] if not keep.all() else V
-        U = (C @ Vk) / sig
         if ratio < 1.0 / _EIGH_MAX_COND**2:
+            U = (C @ V) / sig
             for _ in range(2):  # Newton-Schulz on the range: U <- U (3I - U'U) / 2
                 U = U @ (1.5 * np.eye(U.shape[1]) - 0.5 * (U.T @ U))
-        P = U @ Vk.T
-        rank = int(keep.sum())
-        s_min, u_min, v_min = sig[0], U[:, 0], Vk[:, 0]
+            P = U @ V.T
+            u_min = U[:, 0]
+        else:
+            # P = C V S^-1 V' = C (W W') with W = V S^-1/2 (a symmetric rank-k update)
+            W = V / np.sqrt(sig)
+            P = C @ (W @ W.T)
+            u_min = (C @ V[:, 0]) / sig[0]
+        rank = k
+        s_min, v_min = sig[0], V[:, 0]
         trace = float(sig.sum())
     else:
         try:

@@ -63,28 +63,6 @@ def configure_nipype(workflow, config, crash_dir):
     workflow.config["monitoring"] = {"enabled": "false"}
 
 
-def crash_messages(crash_dir):
-    """Return (node, last error line) for each crash file in ``crash_dir``."""
-    found = []
-    for path in sorted(Path(crash_dir).glob("crash-*.txt")):
-        text = path.read_text(errors="replace")
-        node = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in text.splitlines()
-                if line.startswith("Node:")
-            ),
-            path.name,
-        )
-        lines = [line for line in text.strip().splitlines() if line.strip()]
-        error = next(
-            (line for line in reversed(lines) if "Error" in line.split(":", 1)[0]),
-            lines[-1] if lines else "",
-        )
-        found.append((node, error.strip(), path))
-    return found
-
-
 def run_workflow(workflow, config, crash_dir):
     """Run ``workflow``; return 0, or 1 after printing each failed node's error."""
     from threadpoolctl import threadpool_limits
@@ -100,7 +78,9 @@ def run_workflow(workflow, config, crash_dir):
         with threadpool_limits(limits=config.omp_nthreads):
             workflow.run(**plugin_settings(config))
     except Exception as err:  # noqa: BLE001 - Nipype raises RuntimeError or node errors
-        crashes = [c for c in crash_messages(crash_dir) if c[2] not in before]
+        from mvpa_flows.interfaces.reports import crash_reports
+
+        crashes = [c for c in crash_reports(crash_dir) if c[2] not in before]
         print("mvpa-flows: the workflow did not finish.", file=sys.stderr)
         for node, message, path in crashes:
             print(f"  node {node}: {message}\n    (details: {path})", file=sys.stderr)

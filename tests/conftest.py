@@ -44,3 +44,22 @@ def synthetic_bids(_synthetic_template, tmp_path):
     root = tmp_path / "bids"
     shutil.copytree(_synthetic_template, root)
     return root
+
+
+def run_app(bids, out, level, options="", work=None):
+    """Run ``mvpa-flows BIDS OUT LEVEL`` in-process (one process) and return the exit code.
+
+    ``options`` is the rest of the command line as one string.
+    """
+    import shlex
+
+    from mvpa_flows.cli.run import main
+
+    work = work or Path(out).parent / "work"
+    return main(
+        [str(bids), str(out), level, "-w", str(work), "--nprocs", "1", *shlex.split(options)]
+    )
+
+
+#: participant searchlight options shared by the group tests
+SEARCHLIGHT_GNB = "--analyses searchlight --estimator gnb --conditions face house --hrf-delay 4"

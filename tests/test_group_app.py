@@ -7,6 +7,7 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SEARCHLIGHT_GNB, run_app
 
 from mvpa_flows.cli.run import main
 from mvpa_flows.core.xfm import load_transform
@@ -133,31 +134,7 @@ def test_hyperalignment_refuses_different_grids_and_lengths(synthetic_bids, tmp_
 
 def test_group_searchlight_statistics(synthetic_bids, tmp_path):
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                str(synthetic_bids),
-                str(out),
-                "participant",
-                "-w",
-                str(tmp_path / "work"),
-                "--nprocs",
-                "1",
-                "--analyses",
-                "searchlight",
-                "--estimator",
-                "gnb",
-                "--conditions",
-                "face",
-                "house",
-                "--hrf-delay",
-                "4",
-                "--radius",
-                "7",
-            ]
-        )
-        == 0
-    )
+    assert run_app(synthetic_bids, out, "participant", SEARCHLIGHT_GNB + " --radius 7") == 0
     assert _group(synthetic_bids, out, "--analyses", "searchlight", "--random-seed", "1") == 0
     stem = "task-objects_contrast-faceVsHouse_stat-{}_desc-searchlightgroup_statmap"
     t = nb.load(out / (stem.format("t") + ".nii.gz")).get_fdata()

@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 import pytest
+from conftest import SEARCHLIGHT_GNB, run_app
 
 from mvpa_flows.cli.run import main
 
@@ -167,29 +168,7 @@ def test_report_of_a_crashed_subject_shows_the_error(browser, synthetic_bids, tm
 
 def test_group_report_in_a_browser(browser, synthetic_bids, tmp_path):
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                str(synthetic_bids),
-                str(out),
-                "participant",
-                "-w",
-                str(tmp_path / "work"),
-                "--nprocs",
-                "1",
-                "--analyses",
-                "searchlight",
-                "--estimator",
-                "gnb",
-                "--conditions",
-                "face",
-                "house",
-                "--hrf-delay",
-                "4",
-            ]
-        )
-        == 0
-    )
+    assert run_app(synthetic_bids, out, "participant", SEARCHLIGHT_GNB) == 0
     assert (
         main(
             [

@@ -30,7 +30,8 @@ def make_data(seed=0):
     shape = (40, 64, 64)
     affine = np.diag([3.5, 3.75, 3.75, 1.0])
     ii, jj, kk = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    mask = ((ii - 19.5) / 19.5) ** 2 + ((jj - 31.5) / 26) ** 2 + ((kk - 31.5) / 26) ** 2 < 1
+    # ellipsoid of ~45,000 voxels (Haxby's brain mask size)
+    mask = ((ii - 19.5) / 18.2) ** 2 + ((jj - 31.5) / 24.3) ** 2 + ((kk - 31.5) / 24.3) ** 2 < 1
     n_runs, per = 12, 9
     y = np.tile(np.repeat(np.array(["face", "house"]), per), n_runs)
     runs = np.repeat(np.arange(n_runs), 2 * per)

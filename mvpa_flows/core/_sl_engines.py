@@ -486,7 +486,6 @@ def _lda(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progres
 # --------------------------------------------------------------------------- #
 def _ridge(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progress):
     alpha = float(est.alpha)
-    X = X - X.mean(axis=0)
     K = n_classes
     T = 1 if K == 2 else K
     Y = -np.ones((K, T))  # label-binarised targets in {-1, 1}
@@ -497,51 +496,77 @@ def _ridge(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progr
     n_te = [len(te) for _, te in folds]
     offs = np.r_[0, np.cumsum(n_te)]
     atom, n_atoms, train_atoms = _atoms(folds, len(X))
+    test_atoms = [np.setdiff1d(np.arange(n_atoms), ta) for ta in train_atoms]
+    members = [np.flatnonzero(atom == a) for a in range(n_atoms)]
     L = len(labels)
+    # samples x (1 + label sets x targets): ones (for the sums) then every target column
+    E = np.concatenate([np.ones((len(X), 1)), Y[labels.T].reshape(len(X), L * T)], axis=1)
+    ysum = [E[tr, 1:].sum(axis=0) for tr, _ in folds]
+    XT = np.ascontiguousarray((X - X.mean(axis=0)).T)  # (V, n): spheres gather rows
+
+    def chunk(job):
+        k, rows, cols = job
+        Xt = XT[cols]  # (B, k, n)
+        B = len(rows)
+        S2 = np.empty((n_atoms, B, k, k))
+        P = np.empty((n_atoms, B, k, 1 + L * T))
+        for a, idx in enumerate(members):
+            Xa = Xt[:, :, idx]
+            np.matmul(Xa, Xa.transpose(0, 2, 1), out=S2[a])
+            np.matmul(Xa, E[idx], out=P[a])
+        S2tot, Ptot = S2.sum(axis=0), P.sum(axis=0)
+        dec_all = np.empty((L, B, offs[-1], T))
+        diag = np.arange(k)
+        for f, (tr, te) in enumerate(folds):
+            if len(test_atoms[f]) * 2 <= n_atoms:
+                s2, p = S2tot.copy(), Ptot.copy()
+                for a in test_atoms[f]:
+                    s2 -= S2[a]
+                    p -= P[a]
+            else:
+                s2, p = S2[train_atoms[f]].sum(axis=0), P[train_atoms[f]].sum(axis=0)
+            n = len(tr)
+            s1 = p[:, :, 0]
+            m = s1 / n  # (B, k)
+            G = s2 - n * m[:, :, None] * m[:, None, :]
+            G[:, diag, diag] += alpha
+            ybar = ysum[f] / n  # (L*T,)
+            rhs = p[:, :, 1:] - s1[:, :, None] * ybar[None, None, :]
+            w = _solve(G, rhs)  # (B, k, L*T)
+            b = ybar[None] - np.matmul(m[:, None, :], w)[:, 0]  # (B, L*T)
+            d = np.matmul(Xt[:, :, te].transpose(0, 2, 1), w) + b[:, None, :]
+            dec_all[:, :, offs[f] : offs[f + 1]] = d.reshape(B, len(te), L, T).transpose(
+                2, 0, 1, 3
+            )
+        return rows, dec_all
+
+    jobs = []
     for k, rows, cols in _size_groups(A):
-        step = max(1, _BUDGET // (len(X) * k * 8 + n_atoms * k * k * 8))
+        step = max(1, _BUDGET // (len(X) * k * 8 * 2 + n_atoms * k * (k + 1 + L * T) * 8 * 2))
         for c0 in range(0, len(rows), step):
-            sel = slice(c0, c0 + step)
-            Xg = _gather(X, cols[sel])
-            B = Xg.shape[0]
-            S2 = np.stack(
-                [
-                    np.matmul(Xg[:, atom == a].transpose(0, 2, 1), Xg[:, atom == a])
-                    for a in range(n_atoms)
-                ]
-            )  # (n_atoms, B, k, k)
-            S2tot = S2.sum(axis=0)
-            dec_all = np.empty((L, B, offs[-1], T))
-            for f, (tr, te) in enumerate(folds):
-                ta = train_atoms[f]
-                s2 = _sum_atoms(S2, ta, n_atoms, S2tot)
-                n = len(tr)
-                m = Xg[:, tr].mean(axis=1)  # (B, k)
-                G = s2 - n * m[:, :, None] * m[:, None, :]
-                G[:, np.arange(k), np.arange(k)] += alpha
-                rhs = np.empty((B, k, L, T))
-                ybar = np.empty((L, T))
-                for s in range(L):
-                    yt = Y[labels[s][tr]]  # (n, T)
-                    ybar[s] = yt.mean(axis=0)
-                    rhs[:, :, s, :] = np.matmul(
-                        Xg[:, tr].transpose(0, 2, 1), yt - ybar[s]
-                    )
-                w = _solve(G, rhs.reshape(B, k, L * T)).reshape(B, k, L, T)
-                b = ybar[None] - np.matmul(m[:, None, :], w.reshape(B, k, L * T)).reshape(B, L, T)
-                d = np.matmul(Xg[:, te], w.reshape(B, k, L * T)).reshape(B, len(te), L, T)
-                d = d.transpose(2, 0, 1, 3) + b.transpose(1, 0, 2)[:, :, None]
-                dec_all[:, :, offs[f] : offs[f + 1]] = d
-            for s in range(L):
-                if K == 2:
-                    dd = dec_all[s, ..., 0]
-                    pred = (dd > 0).astype(np.intp)
-                    dec = dd if need_dec else None
-                else:
-                    pred = np.argmax(dec_all[s], axis=-1)
-                    dec = None
-                consume(s, rows[sel], pred, dec)
-                progress(B)
+            jobs.append((k, rows[c0 : c0 + step], cols[c0 : c0 + step]))
+    for rows, dec_all in _imap(chunk, jobs, n_jobs):
+        for s in range(L):
+            if K == 2:
+                dd = dec_all[s, ..., 0]
+                pred = (dd > 0).astype(np.int8)
+                dec = dd if need_dec else None
+            else:
+                pred = np.argmax(dec_all[s], axis=-1)
+                dec = None
+            consume(s, rows, pred, dec)
+            progress(len(rows))
+
+
+def _imap(fn, items, n_jobs):
+    """fn over items on n_jobs threads, results in order (BLAS limited to 1 thread each)."""
+    items = list(items)
+    if n_jobs <= 1 or len(items) < 2:
+        for it in items:
+            yield fn(it)
+        return
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(n_jobs) as ex:
+        yield from ex.map(fn, items)
 
 
 # --------------------------------------------------------------------------- #

@@ -35,6 +35,25 @@ def _solve_spd(H, g):
         return np.linalg.solve(H, g[..., None])[..., 0]
 
 
+def _first_armijo(f, f0, gp, steps):
+    """Index of the first step size meeting Armijo's condition (-1 if none).
+
+    ``f(T, i)`` evaluates the objective at step sizes ``T`` for problems ``i``.
+    The full step is tried first for every problem; only problems that reject
+    it evaluate the shorter steps (the answer is the same as trying them all).
+    """
+    first = np.full(len(f0), -1)
+    all_ = np.arange(len(f0))
+    ok1 = f(steps[:1], all_)[0] <= f0 + 1e-4 * steps[0] * gp
+    first[ok1] = 0
+    rest = np.flatnonzero(~ok1)
+    if len(rest):
+        ft = f(steps[1:], rest)
+        ok = ft <= f0[rest][None] + 1e-4 * steps[1:, None] * gp[rest][None]
+        first[rest] = np.where(ok.any(axis=0), np.argmax(ok, axis=0) + 1, -1)
+    return first
+
+
 def svc_newton(Z, y, C, tol=1e-11, max_iter=100):
     """Solve L2-regularised squared-hinge SVMs (liblinear's primal) in batch.
 
@@ -81,20 +100,19 @@ def svc_newton(Z, y, C, tol=1e-11, max_iter=100):
         zp = np.einsum("bnd,bd->bn", Zl, p)
         f0 = 0.5 * np.sum(wl * wl, axis=1) + C * np.sum(np.maximum(0, 1 - y * zw) ** 2, axis=1)
         gp = np.sum(g * p, axis=1)
-        wp, pp = np.sum(wl * p, axis=1), np.sum(p * p, axis=1)
-        t = _TS[:, None, None]
-        m = 1 - y * (zw[None] + t * zp[None])
-        ft = (
-            0.5 * (np.sum(wl * wl, axis=1)[None] + 2 * _TS[:, None] * wp[None]
-                   + _TS[:, None] ** 2 * pp[None])
-            + C * np.sum(np.maximum(0, m) ** 2, axis=2)
+        ww, wp, pp = np.sum(wl * wl, axis=1), np.sum(wl * p, axis=1), np.sum(p * p, axis=1)
+        first = _first_armijo(
+            lambda T, i: 0.5 * (ww[i][None] + 2 * T[:, None] * wp[i][None]
+                                + T[:, None] ** 2 * pp[i][None])
+            + C * np.sum(np.maximum(0, 1 - y * (zw[i][None] + T[:, None, None] * zp[i][None]))
+                         ** 2, axis=2),
+            f0, gp, _TS,
         )
-        ok = ft <= f0[None] + 1e-4 * _TS[:, None] * gp[None]
-        first = np.where(ok.any(axis=0), np.argmax(ok, axis=0), len(_TS) - 1)
+        ok_any = first >= 0
+        first = np.where(ok_any, first, len(_TS) - 1)
         step = _TS[first]
         w[live] = wl + step[:, None] * p
-        stalled = ~ok.any(axis=0)
-        live = live[~stalled]
+        live = live[ok_any]
     return w
 
 
@@ -151,12 +169,15 @@ def logistic_newton(Z, y, C, tol=1e-11, max_iter=100):
         ww, wp, pp = (np.sum(wpen * wl, axis=1), np.sum(wpen * p, axis=1),
                       np.sum(p * p * pen, axis=1))
         T = _TS[:12]
-        mm = -y * (zw[None] + T[:, None, None] * zp[None])
-        ft = 0.5 * (ww[None] + 2 * T[:, None] * wp[None] + T[:, None] ** 2 * pp[None]) + C * np.sum(
-            np.logaddexp(0, mm), axis=2
+        first = _first_armijo(
+            lambda T, i: 0.5 * (ww[i][None] + 2 * T[:, None] * wp[i][None]
+                                + T[:, None] ** 2 * pp[i][None])
+            + C * np.sum(np.logaddexp(0, -y * (zw[i][None] + T[:, None, None] * zp[i][None])),
+                         axis=2),
+            f0, gp, T,
         )
-        ok = ft <= f0[None] + 1e-4 * T[:, None] * gp[None]
-        first = np.where(ok.any(axis=0), np.argmax(ok, axis=0), len(T) - 1)
+        ok_any = first >= 0
+        first = np.where(ok_any, first, len(T) - 1)
         w[live] = wl + T[first][:, None] * p
-        live = live[ok.any(axis=0)]
+        live = live[ok_any]
     return w

@@ -170,6 +170,8 @@ def write_reports(config, crash_dir):
             "space": config.space,
             "runs": data["runs"],
             "command_line": config.command_line,
+            "repetition_time": [m.get("RepetitionTime") for m in data["bold_metadata"]],
+            "volumes": [_n_volumes(f) for f in data["bold"]],
         }
         try:
             path = subject_report(
@@ -179,3 +181,10 @@ def write_reports(config, crash_dir):
         except Exception as err:  # noqa: BLE001 - a failed figure must not hide results
             logger.warning("Could not write the report of sub-%s: %s", subject, err)
     write_citation(config.output_dir, params, config.analyses, "participant")
+
+
+def _n_volumes(path):
+    import nibabel as nb
+
+    shape = nb.load(path).shape
+    return shape[3] if len(shape) > 3 else 1

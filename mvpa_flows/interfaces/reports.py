@@ -237,8 +237,22 @@ def subject_report(output_dir, subject, summary, params, analyses, crash_dir):
         ("Task", summary.get("task")),
         ("Space", summary.get("space") or "native (BOLD grid)"),
         ("Runs", ", ".join(map(str, summary.get("runs", [])))),
-        ("Volumes per run", ", ".join(map(str, info.get("VolumesPerRun", []))) or "n/a"),
-        ("TR (s)", ", ".join(sorted({str(t) for t in info.get("RepetitionTime", [])})) or "n/a"),
+        (
+            "Volumes per run",
+            ", ".join(map(str, info.get("VolumesPerRun", summary.get("volumes", [])))) or "n/a",
+        ),
+        (
+            "TR (s)",
+            ", ".join(
+                sorted(
+                    {
+                        str(t)
+                        for t in info.get("RepetitionTime", summary.get("repetition_time", []))
+                    }
+                )
+            )
+            or "n/a",
+        ),
         ("Mask size (voxels)", info.get("NumberOfVoxels", "n/a")),
         ("Conditions", ", ".join(info.get("Conditions", params.get("conditions") or []))),
         ("Confounds", ", ".join(info.get("Confounds", [])) or "none"),

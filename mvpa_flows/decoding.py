@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .core.neighbourhoods import sphere_adjacency
-from .core.searchlight import search_light
+from .core.searchlight import resolve_estimator, search_light
 
 __all__ = ["SearchLight"]
 
@@ -25,8 +25,9 @@ def _load_mask(img, ref, name):
 
     img = check_niimg_3d(img)
     if img.shape[:3] != ref.shape[:3] or not np.allclose(img.affine, ref.affine):
-        img = resample_to_img(img, ref, interpolation="nearest", copy_header=True,
-                              force_resample=True)
+        img = resample_to_img(
+            img, ref, interpolation="nearest", copy_header=True, force_resample=True
+        )
     data = np.asarray(img.dataobj)
     vals = np.unique(data)
     if len(vals) > 2 and name == "mask_img":
@@ -66,6 +67,9 @@ class SearchLight(BaseEstimator):
         Print progress to stderr when > 0.
     random_state : int or None, default=0
         Seed of ``'svc'`` and of the permutations.
+    estimator_args : dict or None, default=None
+        Parameters set on the estimator (as nilearn's ``estimator_args``), e.g.
+        ``{'C': 0.1}`` with ``estimator='svc'``.
     n_permutations : int, default=0
         Label permutations within runs for voxel-wise p-values.
     return_fold_scores : bool, default=False
@@ -104,6 +108,7 @@ class SearchLight(BaseEstimator):
         cv=None,
         verbose=0,
         random_state=0,
+        estimator_args=None,
         n_permutations=0,
         return_fold_scores=False,
     ):
@@ -116,6 +121,7 @@ class SearchLight(BaseEstimator):
         self.cv = cv
         self.verbose = verbose
         self.random_state = random_state
+        self.estimator_args = estimator_args
         self.n_permutations = n_permutations
         self.return_fold_scores = return_fold_scores
 
@@ -157,11 +163,27 @@ class SearchLight(BaseEstimator):
         A = sphere_adjacency(mask, imgs.affine, self.radius, process_mask)
         process_mask = process_mask & mask
         data = np.asanyarray(imgs.dataobj)
-        X = np.asarray(data[mask].T, dtype=np.float64)
+        X = np.ascontiguousarray(data[mask].T, dtype=np.float64)
+        estimator = self.estimator
+        if self.estimator_args:
+            if not isinstance(self.estimator_args, dict):
+                raise TypeError(
+                    "Parameter 'estimator_args' must be a dict of estimator parameters; got "
+                    f"{type(self.estimator_args).__name__}. Pass e.g. {{'C': 0.1}}."
+                )
+            estimator = resolve_estimator(
+                estimator, random_state=0 if self.random_state is None else self.random_state
+            )
+            try:
+                estimator.set_params(**self.estimator_args)
+            except ValueError as exc:
+                raise ValueError(
+                    f"Parameter 'estimator_args' does not fit {type(estimator).__name__}: {exc}"
+                ) from exc
         res = search_light(
             X,
             y,
-            self.estimator,
+            estimator,
             A,
             groups=groups,
             cv=self.cv,

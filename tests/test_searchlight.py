@@ -66,7 +66,11 @@ def _sklearn_outputs(est, X, A, y, folds, proba=False):
         for tr, te in folds:
             e = clone(est).fit(X[tr][:, cols], y[tr])
             p.append(e.predict(X[te][:, cols]))
-            d.append(e.predict_proba(X[te][:, cols])[:, 1] if proba else e.decision_function(X[te][:, cols]))
+            d.append(
+                e.predict_proba(X[te][:, cols])[:, 1]
+                if proba
+                else e.decision_function(X[te][:, cols])
+            )
         preds.append(np.concatenate(p))
         decs.append(np.concatenate(d))
     return np.array(preds), np.array(decs)
@@ -85,7 +89,7 @@ def _sklearn_outputs(est, X, A, y, folds, proba=False):
         ("correlation", CorrelationClassifier()),
     ],
 )
-@pytest.mark.parametrize("offset", [0.0, 100.0])
+@pytest.mark.parametrize("offset", [0.0, pytest.param(100.0, marks=pytest.mark.slow)])
 def test_closed_form_engines_match_sklearn_per_sphere(name, est, offset):
     X, y, runs, mask = _data(offset=offset)
     X[:, 3] = 2.0  # a constant voxel must not break anything
@@ -101,15 +105,28 @@ def test_closed_form_engines_match_sklearn_per_sphere(name, est, offset):
     assert np.all(np.abs(dec - ref_dec) <= 1e-9 * scale + 1e-12)
 
 
+@pytest.mark.parametrize("est", [GaussianNB(), CorrelationClassifier()])
+def test_offset_data_match_sklearn(est):
+    """Data far from zero (offset 100): the engines centre before summing."""
+    name = select_engine(est)
+    test_closed_form_engines_match_sklearn_per_sphere(name, est, 100.0)
+
+
 @pytest.mark.slow
 def test_gnb_and_lda_multiclass_predictions_match_sklearn():
     X, y, runs, mask = _data(n_classes=3, seed=3)
     A = sphere_adjacency(mask, AFFINE, 6.0)
-    for name, est in [("gnb", GaussianNB()), ("lda", resolve_estimator("lda")),
-                      ("ridge", RidgeClassifier()), ("correlation", CorrelationClassifier())]:
+    for name, est in [
+        ("gnb", GaussianNB()),
+        ("lda", resolve_estimator("lda")),
+        ("ridge", RidgeClassifier()),
+        ("correlation", CorrelationClassifier()),
+    ]:
         classes, pred, _ = _engine_outputs(name, est, X, A, y, _folds(runs))
-        ref_pred, _ = _sklearn_outputs(est, X, A, y, _folds(runs), proba=True) if name == "gnb" else (
-            _sklearn_outputs(est, X, A, y, _folds(runs))
+        ref_pred, _ = (
+            _sklearn_outputs(est, X, A, y, _folds(runs), proba=True)
+            if name == "gnb"
+            else (_sklearn_outputs(est, X, A, y, _folds(runs)))
         )
         assert np.array_equal(classes[pred], ref_pred), name
 
@@ -117,12 +134,19 @@ def test_gnb_and_lda_multiclass_predictions_match_sklearn():
 @pytest.mark.parametrize(
     "name, est, tight",
     [
-        ("svc", LinearSVC(max_iter=10000, random_state=0),
-         LinearSVC(tol=1e-12, max_iter=200000, random_state=0)),
-        ("svc", LinearSVC(C=0.05, intercept_scaling=3.0),
-         LinearSVC(C=0.05, intercept_scaling=3.0, dual=False, tol=1e-12, max_iter=200000)),
+        (
+            "svc",
+            LinearSVC(max_iter=10000, random_state=0),
+            LinearSVC(tol=1e-12, max_iter=200000, random_state=0),
+        ),
+        (
+            "svc",
+            LinearSVC(C=0.05, intercept_scaling=3.0),
+            LinearSVC(C=0.05, intercept_scaling=3.0, dual=False, tol=1e-12, max_iter=200000),
+        ),
         pytest.param(
-            "logistic", LogisticRegression(),
+            "logistic",
+            LogisticRegression(),
             LogisticRegression(solver="newton-cholesky", tol=1e-12, max_iter=1000),
             marks=pytest.mark.slow,
         ),
@@ -161,8 +185,11 @@ def _nilearn_map(X, mask, y, runs, est, radius, cv):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sl_ = SearchLight(
-            nib.Nifti1Image(mask.astype(np.uint8), AFFINE), radius=radius,
-            estimator=est, cv=cv, n_jobs=1,
+            nib.Nifti1Image(mask.astype(np.uint8), AFFINE),
+            radius=radius,
+            estimator=est,
+            cv=cv,
+            n_jobs=1,
         ).fit(nib.Nifti1Image(imgs, AFFINE), y, runs)
     return sl_.masked_scores_
 
@@ -192,7 +219,9 @@ def test_generic_engine_matches_nilearn():
     est = KNeighborsClassifier(3)
     r = search_light(X, y, est, A, groups=runs, n_jobs=2)
     assert r.engine == "generic"
-    np.testing.assert_array_equal(r.scores, _nilearn_map(X, mask, y, runs, est, 5.6, LeaveOneGroupOut()))
+    np.testing.assert_array_equal(
+        r.scores, _nilearn_map(X, mask, y, runs, est, 5.6, LeaveOneGroupOut())
+    )
 
 
 @pytest.mark.parametrize("scoring", ["balanced_accuracy", "roc_auc"])
@@ -222,7 +251,16 @@ def test_fold_scores_mean_and_metadata():
 
 
 @pytest.mark.parametrize(
-    "est", ["gnb", "ridge", "lda", "svc", "logistic", "correlation", KNeighborsClassifier(3)]
+    "est",
+    [
+        "gnb",
+        "ridge",
+        "lda",
+        "svc",
+        "logistic",
+        "correlation",
+        pytest.param(KNeighborsClassifier(3), marks=pytest.mark.slow),
+    ],
 )
 def test_chunks_merge_bit_for_bit_with_permutations(est):
     shape = (3, 3, 3) if isinstance(est, KNeighborsClassifier) else (5, 4, 4)
@@ -230,8 +268,10 @@ def test_chunks_merge_bit_for_bit_with_permutations(est):
     A = sphere_adjacency(mask, AFFINE, 6.0)
     kw = dict(groups=runs, n_permutations=5, random_state=7, return_fold_scores=True)
     full = search_light(X, y, est, A, **kw)
-    parts = [search_light(X, y, est, A, centres=c, **kw)
-             for c in np.array_split(np.arange(A.shape[0]), 3)]
+    parts = [
+        search_light(X, y, est, A, centres=c, **kw)
+        for c in np.array_split(np.arange(A.shape[0]), 3)
+    ]
     merged = merge_results(parts)
     for name in ("scores", "fold_scores", "null_scores", "pvalues", "sphere_sizes"):
         np.testing.assert_array_equal(getattr(merged, name), getattr(full, name))
@@ -260,8 +300,16 @@ def test_progress_callback_and_verbose(capsys):
     X, y, runs, mask = _data()
     A = sphere_adjacency(mask, AFFINE, 6.0)
     calls = []
-    search_light(X, y, "lda", A, groups=runs, progress=lambda d, t: calls.append((d, t)),
-                 verbose=1, n_permutations=2)
+    search_light(
+        X,
+        y,
+        "lda",
+        A,
+        groups=runs,
+        progress=lambda d, t: calls.append((d, t)),
+        verbose=1,
+        n_permutations=2,
+    )
     assert calls[-1] == (3 * A.shape[0], 3 * A.shape[0])
     assert "spheres" in capsys.readouterr().err
 
@@ -356,7 +404,9 @@ def test_input_validation_messages():
         search_light(X, y, "gnb", A, groups=runs, scoring="f1")
     with pytest.raises(ValueError, match="'roc_auc' needs 2 classes"):
         X3, y3, r3, m3 = _data(n_classes=3)
-        search_light(X3, y3, "gnb", sphere_adjacency(m3, AFFINE, 6.0), groups=r3, scoring="roc_auc")
+        search_light(
+            X3, y3, "gnb", sphere_adjacency(m3, AFFINE, 6.0), groups=r3, scoring="roc_auc"
+        )
     Xn = X.copy()
     Xn[0, 0] = np.nan
     with pytest.raises(ValueError, match="'X' contains NaN"):

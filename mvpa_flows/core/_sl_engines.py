@@ -71,7 +71,7 @@ def _atoms(folds, n_samples):
     atom = atom.ravel()
     n_atoms = atom.max() + 1
     train_atoms = []
-    for f, (tr, _) in enumerate(folds):
+    for tr, _ in folds:
         train_atoms.append(np.unique(atom[tr]))
     return atom, n_atoms, train_atoms
 
@@ -142,8 +142,7 @@ def _gnb_exact(X, mu, tr, te, ytr, K, vs, A, rows):
     return out
 
 
-def _gnb_fold(X, mu, XteT, A, tr, te, ytr, s1, s2, cnt, ef, K, vs, need_dec, pred_out,
-              dec_out):
+def _gnb_fold(X, mu, XteT, A, tr, te, ytr, s1, s2, cnt, ef, K, vs, need_dec, pred_out, dec_out):
     """Predictions (and P(class 1)) of every sphere for one fold and label set.
 
     s1, s2: (V, K) class sums of centred values and squares over the training set.
@@ -241,14 +240,14 @@ def _gnb(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progres
     XteT = [np.ascontiguousarray((X[te] - mu).T) for _, te in folds]
     chunks = [slice(v, min(V, v + _VCHUNK)) for v in range(0, V, _VCHUNK)]
 
-    def sums(O):
-        """(V, rows of O) sums of centred values and of their squares."""
-        S1, S2 = np.empty((V, len(O))), np.empty((V, len(O)))
+    def sums(Oh):
+        """(V, rows of Oh) sums of centred values and of their squares."""
+        S1, S2 = np.empty((V, len(Oh))), np.empty((V, len(Oh)))
         for ch in chunks:
             Xc = X[:, ch] - mu[ch]
-            S1[ch] = Xc.T @ O.T
+            S1[ch] = Xc.T @ Oh.T
             Xc *= Xc
-            S2[ch] = Xc.T @ O.T
+            S2[ch] = Xc.T @ Oh.T
         return S1, S2
 
     # label-independent: sklearn's epsilon_ (variance over each training set) per sphere
@@ -263,20 +262,21 @@ def _gnb(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progres
     per_set = n_atoms * K * V * 8 * 2
     for batch in _batches(len(labels), per_set, budget=_BUDGET * 2):
         Lb = len(batch)
-        codes = np.concatenate([atom * K + labels[s] + b * n_atoms * K
-                                for b, s in enumerate(batch)])
-        O = np.zeros((Lb * n_atoms * K, Lb * n))
-        O[codes, np.arange(Lb * n)] = 1.0
-        O = O.reshape(Lb * n_atoms * K, Lb, n).sum(axis=1)
-        S1, S2 = sums(O)
+        codes = np.concatenate(
+            [atom * K + labels[s] + b * n_atoms * K for b, s in enumerate(batch)]
+        )
+        Oh = np.zeros((Lb * n_atoms * K, Lb * n))
+        Oh[codes, np.arange(Lb * n)] = 1.0
+        Oh = Oh.reshape(Lb * n_atoms * K, Lb, n).sum(axis=1)
+        S1, S2 = sums(Oh)
         S1 = S1.reshape(V, Lb, n_atoms, K)
         S2 = S2.reshape(V, Lb, n_atoms, K)
-        C = O.sum(axis=1).reshape(Lb, n_atoms, K)
+        C = Oh.sum(axis=1).reshape(Lb, n_atoms, K)
         for b, s in enumerate(batch):
             y = labels[s]
             s1tot, s2tot, ctot = S1[:, b].sum(axis=1), S2[:, b].sum(axis=1), C[b].sum(axis=0)
 
-            def task(f, b=b, y=y, s1tot=s1tot, s2tot=s2tot, ctot=ctot):
+            def task(f, b=b, y=y, s1tot=s1tot, s2tot=s2tot, ctot=ctot, S1=S1, S2=S2, C=C):
                 tr, te = folds[f]
                 if len(test_atoms[f]) * 2 <= n_atoms:
                     s1, s2, cnt = s1tot.copy(), s2tot.copy(), ctot.copy()
@@ -291,8 +291,9 @@ def _gnb(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progres
                 sl = slice(offs[f], offs[f + 1])
                 po = np.empty((n_sph, len(te)), dtype=pred.dtype)
                 do = np.empty((n_sph, len(te))) if need_dec else None
-                _gnb_fold(X, mu, XteT[f], Af, tr, te, y[tr], s1, s2, cnt, eps[f], K, vs,
-                          need_dec, po, do)
+                _gnb_fold(
+                    X, mu, XteT[f], Af, tr, te, y[tr], s1, s2, cnt, eps[f], K, vs, need_dec, po, do
+                )
                 pred[:, sl] = po
                 if need_dec:
                     dec[:, sl] = do
@@ -412,7 +413,6 @@ def _lda_solve(S1, S2, cnt, shrinkage, U2=None):
     return coef, intercept
 
 
-
 def _solve(M, R):
     try:
         return np.linalg.solve(M, R)
@@ -430,55 +430,65 @@ def _lda(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progres
     n_te = [len(te) for _, te in folds]
     offs = np.r_[0, np.cumsum(n_te)]
     atom, n_atoms, train_atoms = _atoms(folds, len(X))
+
+    def chunk(job):
+        k, rows, cols = job
+        Xg = _gather(X, cols)  # (B, n, k)
+        B = Xg.shape[0]
+        out = []
+        for s in range(len(labels)):
+            y = labels[s]
+            S1 = np.zeros((n_atoms, B, K, k))
+            S2 = np.zeros((n_atoms, B, K, k, k))
+            cnt = np.zeros((n_atoms, K))
+            for a in range(n_atoms):
+                for c in range(K):
+                    idx = np.flatnonzero((atom == a) & (y == c))
+                    if len(idx) == 0:
+                        continue
+                    Xa = Xg[:, idx]
+                    cnt[a, c] = len(idx)
+                    S1[a, :, c] = Xa.sum(axis=1)
+                    S2[a, :, c] = np.matmul(Xa.transpose(0, 2, 1), Xa)
+            S1tot, S2tot = S1.sum(axis=0), S2.sum(axis=0)
+            dec_all = np.empty((B, offs[-1], K))
+            for f, (tr, te) in enumerate(folds):
+                ta = train_atoms[f]
+                s1 = _sum_atoms(S1, ta, n_atoms, S1tot)
+                s2 = _sum_atoms(S2, ta, n_atoms, S2tot)
+                cn = cnt[ta].sum(axis=0)
+                U2 = {}
+                if shrinkage == "auto":
+                    ytr = y[tr]
+                    means = s1 / cn[None, :, None]
+                    for c in range(K):
+                        Xc = Xg[:, tr[ytr == c]]  # (B, nc, k)
+                        m = means[:, c]
+                        var = np.einsum("bnk,bnk->bk", Xc, Xc) / cn[c] - m**2
+                        var[var < 0] = 0
+                        sc = np.sqrt(var)
+                        sc[sc == 0] = 1.0
+                        w = 1.0 / sc**2
+                        # per-sample sum_i ((x_i - m_i) / s_i)^2
+                        u = np.einsum("bnk,bk->bn", (Xc - m[:, None, :]) ** 2, w)
+                        U2[c] = np.sum(u * u, axis=1)
+                coef, icpt = _lda_solve(s1, s2, cn, shrinkage, U2)
+                d = np.matmul(Xg[:, te], coef.transpose(0, 2, 1)) + icpt[:, None, :]
+                dec_all[:, offs[f] : offs[f + 1]] = d
+            pred = np.argmax(dec_all, axis=-1)
+            dec = dec_all[..., 1] - dec_all[..., 0] if need_dec else None
+            out.append((s, pred, dec))
+        return rows, out
+
+    jobs = []
     for k, rows, cols in _size_groups(A):
         step = max(1, _BUDGET // (len(X) * k * k * 8 * 2))
         for c0 in range(0, len(rows), step):
-            sel = slice(c0, c0 + step)
-            Xg = _gather(X, cols[sel])  # (B, n, k)
-            B = Xg.shape[0]
-            for s in range(len(labels)):
-                y = labels[s]
-                S1 = np.zeros((n_atoms, B, K, k))
-                S2 = np.zeros((n_atoms, B, K, k, k))
-                cnt = np.zeros((n_atoms, K))
-                for a in range(n_atoms):
-                    for c in range(K):
-                        idx = np.flatnonzero((atom == a) & (y == c))
-                        if len(idx) == 0:
-                            continue
-                        Xa = Xg[:, idx]
-                        cnt[a, c] = len(idx)
-                        S1[a, :, c] = Xa.sum(axis=1)
-                        S2[a, :, c] = np.matmul(Xa.transpose(0, 2, 1), Xa)
-                S1tot, S2tot = S1.sum(axis=0), S2.sum(axis=0)
-                dec_all = np.empty((B, offs[-1], K))
-                for f, (tr, te) in enumerate(folds):
-                    ta = train_atoms[f]
-                    s1 = _sum_atoms(S1, ta, n_atoms, S1tot)
-                    s2 = _sum_atoms(S2, ta, n_atoms, S2tot)
-                    cn = cnt[ta].sum(axis=0)
-                    U2 = {}
-                    if shrinkage == "auto":
-                        ytr = y[tr]
-                        means = s1 / cn[None, :, None]
-                        for c in range(K):
-                            Xc = Xg[:, tr[ytr == c]]  # (B, nc, k)
-                            m = means[:, c]
-                            var = np.einsum("bnk,bnk->bk", Xc, Xc) / cn[c] - m**2
-                            var[var < 0] = 0
-                            sc = np.sqrt(var)
-                            sc[sc == 0] = 1.0
-                            w = 1.0 / sc**2
-                            # per-sample sum_i ((x_i - m_i) / s_i)^2
-                            u = np.einsum("bnk,bk->bn", (Xc - m[:, None, :]) ** 2, w)
-                            U2[c] = np.sum(u * u, axis=1)
-                    coef, icpt = _lda_solve(s1, s2, cn, shrinkage, U2)
-                    d = np.matmul(Xg[:, te], coef.transpose(0, 2, 1)) + icpt[:, None, :]
-                    dec_all[:, offs[f] : offs[f + 1]] = d
-                pred = np.argmax(dec_all, axis=-1)
-                dec = dec_all[..., 1] - dec_all[..., 0] if need_dec else None
-                consume(s, rows[sel], pred, dec)
-                progress(B)
+            jobs.append((k, rows[c0 : c0 + step], cols[c0 : c0 + step]))
+    for rows, out in _imap(chunk, jobs, n_jobs):
+        for s, pred, dec in out:
+            consume(s, rows, pred, dec)
+            progress(len(rows))
 
 
 # --------------------------------------------------------------------------- #

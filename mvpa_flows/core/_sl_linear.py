@@ -102,11 +102,17 @@ def svc_newton(Z, y, C, tol=1e-11, max_iter=100):
         gp = np.sum(g * p, axis=1)
         ww, wp, pp = np.sum(wl * wl, axis=1), np.sum(wl * p, axis=1), np.sum(p * p, axis=1)
         first = _first_armijo(
-            lambda T, i: 0.5 * (ww[i][None] + 2 * T[:, None] * wp[i][None]
-                                + T[:, None] ** 2 * pp[i][None])
-            + C * np.sum(np.maximum(0, 1 - y * (zw[i][None] + T[:, None, None] * zp[i][None]))
-                         ** 2, axis=2),
-            f0, gp, _TS,
+            lambda T, i, ww=ww, wp=wp, pp=pp, zw=zw, zp=zp: (
+                0.5 * (ww[i][None] + 2 * T[:, None] * wp[i][None] + T[:, None] ** 2 * pp[i][None])
+                + C
+                * np.sum(
+                    np.maximum(0, 1 - y * (zw[i][None] + T[:, None, None] * zp[i][None])) ** 2,
+                    axis=2,
+                )
+            ),
+            f0,
+            gp,
+            _TS,
         )
         ok_any = first >= 0
         first = np.where(ok_any, first, len(_TS) - 1)
@@ -166,15 +172,23 @@ def logistic_newton(Z, y, C, tol=1e-11, max_iter=100):
         wpen = wl * pen
         f0 = 0.5 * np.sum(wpen * wl, axis=1) + C * np.sum(np.logaddexp(0, -y * zw), axis=1)
         gp = np.sum(g * p, axis=1)
-        ww, wp, pp = (np.sum(wpen * wl, axis=1), np.sum(wpen * p, axis=1),
-                      np.sum(p * p * pen, axis=1))
+        ww, wp, pp = (
+            np.sum(wpen * wl, axis=1),
+            np.sum(wpen * p, axis=1),
+            np.sum(p * p * pen, axis=1),
+        )
         T = _TS[:12]
         first = _first_armijo(
-            lambda T, i: 0.5 * (ww[i][None] + 2 * T[:, None] * wp[i][None]
-                                + T[:, None] ** 2 * pp[i][None])
-            + C * np.sum(np.logaddexp(0, -y * (zw[i][None] + T[:, None, None] * zp[i][None])),
-                         axis=2),
-            f0, gp, T,
+            lambda T, i, ww=ww, wp=wp, pp=pp, zw=zw, zp=zp: (
+                0.5 * (ww[i][None] + 2 * T[:, None] * wp[i][None] + T[:, None] ** 2 * pp[i][None])
+                + C
+                * np.sum(
+                    np.logaddexp(0, -y * (zw[i][None] + T[:, None, None] * zp[i][None])), axis=2
+                )
+            ),
+            f0,
+            gp,
+            T,
         )
         ok_any = first >= 0
         first = np.where(ok_any, first, len(T) - 1)

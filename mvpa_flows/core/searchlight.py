@@ -399,14 +399,10 @@ def _make_folds(cv, X, y, groups):
         try:
             folds = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y, groups)]
         except ValueError as exc:
-            msg = (
-                f"Parameter 'cv' ({_describe_cv(cv)}) could not split the data: {exc}"
-            )
+            msg = f"Parameter 'cv' ({_describe_cv(cv)}) could not split the data: {exc}"
             if n_groups is not None:
                 msg += f" There are {n_groups} run(s) in 'groups'."
-            raise ValueError(
-                msg + " Use fewer folds than runs, or pass more runs."
-            ) from exc
+            raise ValueError(msg + " Use fewer folds than runs, or pass more runs.") from exc
     if len(folds) < 1:
         raise ValueError(
             f"Parameter 'cv' ({_describe_cv(cv)}) produced no fold. With "
@@ -622,11 +618,10 @@ def search_light(
     SearchlightResult
     """
     t_start = time.perf_counter()
-    X = np.asarray(X, dtype=np.float64)
+    X = np.ascontiguousarray(X, dtype=np.float64)  # engines gather rows and columns
     if X.ndim != 2:
         raise ValueError(
-            f"Parameter 'X' must be a 2D array (n_samples, n_mask_voxels); got shape "
-            f"{X.shape}."
+            f"Parameter 'X' must be a 2D array (n_samples, n_mask_voxels); got shape {X.shape}."
         )
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != X.shape[0]:
@@ -654,8 +649,7 @@ def search_light(
         groups = np.asarray(groups)
         if len(groups) != len(y):
             raise ValueError(
-                f"Parameter 'groups' must have one run per sample ({len(y)}); got "
-                f"{len(groups)}."
+                f"Parameter 'groups' must have one run per sample ({len(y)}); got {len(groups)}."
             )
     scoring_name = "accuracy" if scoring is None else scoring
     if scoring_name not in SCORINGS:

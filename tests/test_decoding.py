@@ -1,0 +1,156 @@
+"""mvpa_flows.decoding.SearchLight: a drop-in for nilearn.decoding.SearchLight."""
+
+import inspect
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from nilearn.decoding import SearchLight as NilearnSearchLight
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import LeaveOneGroupOut
+from sklearn.naive_bayes import GaussianNB
+
+from mvpa_flows.decoding import SearchLight
+
+HAXBY = Path(__file__).resolve().parents[2] / "shared" / "data" / "haxby2001-slice"
+TR = 2.5
+RADIUS = 5.6
+
+
+def _haxby_face_house():
+    """4D image of the face and house volumes, labels, runs and the brain mask."""
+    if not HAXBY.is_dir():
+        pytest.skip(f"real data {HAXBY} is absent (../shared/data beside the checkout)")
+    func = HAXBY / "derivatives" / "fmriprep" / "sub-1" / "func"
+    bolds = sorted(func.glob("*_desc-preproc_bold.nii.gz"))
+    assert len(bolds) == 12
+    vols, labels, runs, mask = [], [], [], None
+    for r, bold in enumerate(bolds):
+        stem = bold.name.split("_desc-")[0]
+        events = pd.read_csv(HAXBY / "sub-1" / "func" / f"{stem}_events.tsv", sep="\t")
+        img = nib.load(bold)
+        m = np.asarray(nib.load(func / f"{stem}_desc-brain_mask.nii.gz").dataobj) > 0
+        mask = m if mask is None else mask & m
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        t = np.arange(img.shape[3]) * TR
+        for _, ev in events[events.trial_type.isin(["face", "house"])].iterrows():
+            sel = np.flatnonzero((t >= ev.onset) & (t < ev.onset + ev.duration))
+            vols.append(data[..., sel])
+            labels += [ev.trial_type] * len(sel)
+            runs += [r] * len(sel)
+    imgs = nib.Nifti1Image(np.concatenate(vols, axis=3), img.affine)
+    return (
+        imgs,
+        np.array(labels),
+        np.array(runs),
+        nib.Nifti1Image(mask.astype(np.uint8), img.affine),
+    )
+
+
+@pytest.fixture(scope="module")
+def haxby():
+    return _haxby_face_house()
+
+
+@pytest.fixture(scope="module")
+def nilearn_gnb(haxby):
+    """One nilearn reference fit (GaussianNB, leave-one-run-out), reused by the tests."""
+    imgs, y, runs, mask = haxby
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return NilearnSearchLight(
+            mask, radius=RADIUS, estimator=GaussianNB(), cv=LeaveOneGroupOut(), n_jobs=1
+        ).fit(imgs, y, runs)
+
+
+@pytest.fixture(scope="module")
+def ours_gnb(haxby):
+    imgs, y, runs, mask = haxby
+    return SearchLight(mask, radius=RADIUS, estimator="gnb", cv=LeaveOneGroupOut()).fit(
+        imgs, y, runs
+    )
+
+
+def test_constructor_is_nilearns():
+    ours = inspect.signature(SearchLight.__init__).parameters
+    theirs = inspect.signature(NilearnSearchLight.__init__).parameters
+    # nilearn's parameters, in nilearn's order, with nilearn's defaults
+    assert list(ours)[: len(theirs)] == list(theirs)
+    for name, par in theirs.items():
+        assert ours[name].default == par.default, name
+    sl = SearchLight(radius=3.0, estimator="lda")
+    assert sl.get_params()["radius"] == 3.0 and sl.get_params()["estimator"] == "lda"
+    assert not hasattr(sl, "scores_")  # __init__ only stores parameters
+
+
+def test_gnb_map_equals_nilearn_voxel_for_voxel(haxby, nilearn_gnb, ours_gnb):
+    _, y, _, mask = haxby
+    assert len(y) == 216 and set(y) == {"face", "house"}
+    assert ours_gnb.engine_ == "gnb"
+    np.testing.assert_array_equal(ours_gnb.scores_, nilearn_gnb.scores_)
+    np.testing.assert_array_equal(ours_gnb.process_mask_, nilearn_gnb.process_mask_)
+    assert ours_gnb.n_elements_ == np.asarray(mask.dataobj).astype(bool).sum() == 530
+    assert ours_gnb.scores_[ours_gnb.process_mask_].max() > 0.8  # faces vs houses decodes
+
+
+def test_scores_img_geometry(nilearn_gnb, ours_gnb):
+    ours, theirs = ours_gnb.scores_img_, nilearn_gnb.scores_img_
+    assert ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours.affine, theirs.affine)
+    np.testing.assert_array_equal(ours.get_fdata(), theirs.get_fdata())
+
+
+def test_process_mask_restricts_centres(haxby, ours_gnb):
+    imgs, y, runs, mask = haxby
+    m = np.asarray(mask.dataobj) > 0
+    proc = m.copy()
+    proc[: m.shape[0] // 2] = False
+    sl = SearchLight(
+        mask,
+        process_mask_img=nib.Nifti1Image(proc.astype(np.uint8), mask.affine),
+        radius=RADIUS,
+        estimator="gnb",
+        cv=LeaveOneGroupOut(),
+    ).fit(imgs, y, runs)
+    assert sl.n_elements_ == proc.sum() < m.sum()
+    assert np.all(sl.scores_[~proc] == 0)
+    # spheres still draw on the whole mask: same scores as the full run at those centres
+    np.testing.assert_array_equal(sl.scores_[proc], ours_gnb.scores_[proc])
+
+
+def test_estimator_args_are_set(haxby):
+    imgs, y, runs, mask = haxby
+    sl = SearchLight(mask, radius=RADIUS, estimator="gnb", estimator_args={"var_smoothing": 1e-3})
+    res = sl.fit(imgs, y, runs).result_
+    assert res.engine == "gnb"
+    with pytest.raises(ValueError, match="'estimator_args' does not fit GaussianNB"):
+        SearchLight(mask, estimator="gnb", estimator_args={"C": 1.0}).fit(imgs, y, runs)
+
+
+def test_bad_input_errors(haxby):
+    imgs, y, runs, mask = haxby
+    with pytest.raises(ValueError, match="'y' must have one label per volume"):
+        SearchLight(mask, radius=RADIUS, estimator="gnb").fit(imgs, y[:-1], runs[:-1])
+    lab = (np.asarray(mask.dataobj) > 0).astype(np.int16)
+    lab[lab > 0] = np.arange(lab.sum()) % 3 + 1
+    labelled = nib.Nifti1Image(lab, mask.affine)
+    with pytest.raises(ValueError, match="'mask_img' must be a binary mask"):
+        SearchLight(labelled, radius=RADIUS, estimator="gnb").fit(imgs, y, runs)
+    outside = nib.Nifti1Image((np.asarray(mask.dataobj) == 0).astype(np.uint8), mask.affine)
+    with pytest.raises(ValueError, match="'process_mask' lies entirely outside 'mask'"):
+        SearchLight(mask, process_mask_img=outside, radius=RADIUS, estimator="gnb").fit(
+            imgs, y, runs
+        )
+    with pytest.raises(ValueError, match="'radius' must be a non-negative number"):
+        SearchLight(mask, radius=-1.0, estimator="gnb").fit(imgs, y, runs)
+    with pytest.raises(ValueError, match="'estimator' must be one of"):
+        SearchLight(mask, radius=RADIUS, estimator="forest").fit(imgs, y, runs)
+    with pytest.raises(ValueError, match="'y' must hold at least 2 classes"):
+        SearchLight(mask, radius=RADIUS, estimator="gnb", cv=3).fit(
+            imgs, np.full(len(y), "face"), runs
+        )
+    with pytest.raises(NotFittedError):
+        _ = SearchLight(mask).scores_img_

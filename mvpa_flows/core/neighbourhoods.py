@@ -107,9 +107,7 @@ def sphere_adjacency(mask, affine, radius, process_mask=None):
     mask = _check_mask(mask, "mask")
     affine = np.asarray(affine, dtype=float)
     if affine.shape != (4, 4):
-        raise ValueError(
-            f"Parameter 'affine' must be a 4x4 array; got shape {affine.shape}."
-        )
+        raise ValueError(f"Parameter 'affine' must be a 4x4 array; got shape {affine.shape}.")
     try:
         radius = float(radius)
     except (TypeError, ValueError):
@@ -121,8 +119,7 @@ def sphere_adjacency(mask, affine, radius, process_mask=None):
         )
     if not mask.any():
         raise ValueError(
-            "Parameter 'mask' selects no voxel. Pass a mask with at least one "
-            "non-zero voxel."
+            "Parameter 'mask' selects no voxel. Pass a mask with at least one non-zero voxel."
         )
     if process_mask is None:
         process_mask = mask
@@ -163,8 +160,11 @@ def sphere_adjacency(mask, affine, radius, process_mask=None):
     # shifted centre stays inside the array without bounds checks
     pad = np.abs(offsets).max(axis=0) if len(offsets) else np.zeros(3, int)
     col_of = np.full(tuple(np.array(mask.shape) + 2 * pad), -1, dtype=np.int32)
-    col_of[pad[0] : pad[0] + mask.shape[0], pad[1] : pad[1] + mask.shape[1],
-           pad[2] : pad[2] + mask.shape[2]][mask] = np.arange(n_mask, dtype=np.int32)
+    col_of[
+        pad[0] : pad[0] + mask.shape[0],
+        pad[1] : pad[1] + mask.shape[1],
+        pad[2] : pad[2] + mask.shape[2],
+    ][mask] = np.arange(n_mask, dtype=np.int32)
     strides = np.array([col_of.shape[1] * col_of.shape[2], col_of.shape[2], 1])
     centres = np.stack(np.where(process_mask), axis=1)  # (n_centres, 3)
     n_centres = len(centres)

@@ -68,20 +68,40 @@ def _subset_mask(mask, idx):
 def time_ours(
     imgs, mask_img, y, runs, name, radius, n_permutations=0, n_jobs=2, process_mask=None
 ):
+    """Wall time of SearchLight.fit (untraced; best of two when under 30 s), then its
+    peak memory in a traced re-run.
+
+    tracemalloc slows every numpy allocation, so the timed run is not traced. The memory
+    run uses at most 5,000 centres: the engines work in chunks of spheres, so the peak
+    does not grow with the number of centres beyond that.
+    """
     from mvpa_flows.decoding import SearchLight
 
-    pm = None if process_mask is None else nib.Nifti1Image(process_mask, mask_img.affine)
-    tracemalloc.start()
+    def fit(process):
+        pm = (
+            None if process is None else nib.Nifti1Image(process.astype(np.uint8), mask_img.affine)
+        )
+        return SearchLight(
+            mask_img,
+            process_mask_img=pm,
+            radius=radius,
+            estimator=name,
+            n_jobs=n_jobs,
+            n_permutations=n_permutations,
+        ).fit(imgs, y, runs)
+
     t0 = time.perf_counter()
-    sl = SearchLight(
-        mask_img,
-        process_mask_img=pm,
-        radius=radius,
-        estimator=name,
-        n_jobs=n_jobs,
-        n_permutations=n_permutations,
-    ).fit(imgs, y, runs)
+    sl = fit(process_mask)
     dt = time.perf_counter() - t0
+    if dt < 30:  # fast engines: best of two, so one-off import and warm-up costs drop out
+        t0 = time.perf_counter()
+        sl = fit(process_mask)
+        dt = min(dt, time.perf_counter() - t0)
+    centres = process_mask if process_mask is not None else np.asarray(mask_img.dataobj) > 0
+    subset = np.zeros(centres.shape, dtype=bool)
+    subset.flat[np.flatnonzero(centres)[:5000]] = True
+    tracemalloc.start()
+    fit(subset)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return dt, peak / 1024**2, sl

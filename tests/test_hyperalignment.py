@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pymvpa_reference import ProcrusteanMapper
 from sklearn.base import clone
 
 from mvpa_flows.core.errors import InputValidationError
@@ -27,30 +28,6 @@ def _zscore(x):
     nz = std > 100 * np.finfo(float).eps * np.abs(mean)
     x[:, nz] /= std[nz]
     return x
-
-
-class _PyMVPAProcrustes:
-    def __init__(self, scaling=True):
-        self.scaling = scaling
-
-    def train(self, source, target):
-        self.offset_in, self.offset_out = source.mean(axis=0), target.mean(axis=0)
-        datas = [source - self.offset_in, target - self.offset_out]
-        (sn, sm), (_, tm) = datas[0].shape, datas[1].shape
-        norms = [np.sqrt(np.sum(d**2)) for d in datas]
-        src, tgt = [d / nrm for d, nrm in zip(datas, norms, strict=True)]
-        if sm < tm:
-            src = np.hstack((src, np.zeros((sn, tm - sm))))
-        if sm > tm:
-            tgt = np.hstack((tgt, np.zeros((sn, sm - tm))))
-        U, s, Vh = np.linalg.svd(tgt.T @ src, full_matrices=False)
-        T = (Vh.T @ U.T)[:sm, :tm]
-        scale = s.sum() * norms[1] / norms[0]
-        self.proj = scale * T if self.scaling else T
-        return self
-
-    def forward(self, x):
-        return (x - self.offset_in) @ self.proj + self.offset_out
 
 
 def _pymvpa_hyperalign(
@@ -76,7 +53,7 @@ def _pymvpa_hyperalign(
     for i, ds in enumerate(datasets):  # level 1
         if i == ref_ds:
             continue
-        ds_ = _PyMVPAProcrustes(scaling).train(ds, commonspace).forward(ds)
+        ds_ = ProcrusteanMapper(scaling).train(ds, commonspace).forward(ds)
         if zscore_common:
             ds_ = _zscore(ds_)
         data_mapped[i] = ds_
@@ -93,14 +70,14 @@ def _pymvpa_hyperalign(
             temp = (commonspace * n - data_mapped[i]) / (n - 1)
             if zscore_common:
                 temp = _zscore(temp)
-            ds_ = _PyMVPAProcrustes(scaling).train(ds, temp).forward(ds)
+            ds_ = ProcrusteanMapper(scaling).train(ds, temp).forward(ds)
             if zscore_common:
                 ds_ = _zscore(ds_)
             data_mapped[i] = ds_
         commonspace = np.mean(data_mapped, axis=0)
     if zscore_common:
         commonspace = _zscore(commonspace)
-    mappers = [_PyMVPAProcrustes(scaling).train(ds, commonspace) for ds in datasets]
+    mappers = [ProcrusteanMapper(scaling).train(ds, commonspace) for ds in datasets]
     return commonspace, mappers  # level 3
 
 

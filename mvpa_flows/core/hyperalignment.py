@@ -147,6 +147,12 @@ class _Subject:
         self.X0 = X - self.mu if demean else X
         self._factor = None
 
+    def factor(self):
+        """The Gram factor of the thin route (computed once, reused by every level)."""
+        if self._factor is None:
+            self._factor = _RowFactor(self.X0)
+        return self._factor
+
     def solve(self, target, p, target_cache=None):
         """Procrustes fit of this subject to ``target``; ``target_cache`` (a dict) keeps
         the target's centring and Gram matrix when several subjects share one target."""
@@ -160,8 +166,7 @@ class _Subject:
         thin = n < max(va, B.shape[1])
         gram = None
         if thin:
-            if self._factor is None:
-                self._factor = _RowFactor(self.X0)
+            self.factor()
             if target_cache is not None:
                 if "gram" not in cache:
                     cache["gram"] = B0 @ B0.T
@@ -190,6 +195,15 @@ def _map(fn, items, n_jobs):
 
     with threadpool_limits(limits=1), ThreadPoolExecutor(n_jobs) as pool:
         return list(pool.map(fn, items))
+
+
+def _mean(arrays):
+    """Mean of equally shaped arrays without stacking them into one (n, ...) copy."""
+    out = np.array(arrays[0], dtype=np.float64, copy=True)
+    for a in arrays[1:]:
+        out += a
+    out /= len(arrays)
+    return out
 
 
 def hyperalign(datasets, n_jobs=1, **params):
@@ -258,6 +272,12 @@ def hyperalign(datasets, n_jobs=1, **params):
     def _z(Y):
         return zscore_columns(Y, copy=False) if p["zscore_common"] else Y
 
+    # The thin route's subject factors (one eigendecomposition each) do not depend on the
+    # common space: compute them up front, concurrently.
+    n_ref = datasets[ref].shape[1]
+    thin = [s.X0.shape[0] < max(s.X0.shape[1], n_ref) for s in subjects]
+    _map(lambda i: subjects[i].factor(), [i for i in range(n) if thin[i]], n_jobs)
+
     # Level 1 --------------------------------------------------------------------------
     common = datasets[ref]
     if p["zscore_common"] and not p["zscore_all"]:
@@ -279,7 +299,7 @@ def hyperalign(datasets, n_jobs=1, **params):
             common = zscore_columns(common, copy=False)
 
     # Level 2 --------------------------------------------------------------------------
-    common = np.mean(data_mapped, axis=0)
+    common = _mean(data_mapped)
     for loop in range(p["level2_n_iter"]):
         # Within a pass every subject sees the same `common`: independent fits.
         def _level2(i, common=common):
@@ -289,7 +309,7 @@ def hyperalign(datasets, n_jobs=1, **params):
         for i, proj in enumerate(_map(_level2, range(n), n_jobs)):
             residuals[1 + loop, i] = np.linalg.norm(proj - common)
             data_mapped[i] = proj
-        common = np.mean(data_mapped, axis=0)
+        common = _mean(data_mapped)
     if p["zscore_common"]:
         common = zscore_columns(common, copy=False)
     template = common

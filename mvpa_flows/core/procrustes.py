@@ -57,6 +57,15 @@ _EIGH_MAX_COND = 1e4
 _EIGH_NS_COND = 1e6
 
 
+def _eigh(S):
+    """Symmetric eigendecomposition (LAPACK ``syevd``), ascending eigenvalues.
+
+    NumPy's gufunc releases the GIL while LAPACK runs (SciPy's wrapper holds it), so the
+    independent fits of hyperalignment's levels 2 and 3 run concurrently on threads.
+    """
+    return np.linalg.eigh(S)
+
+
 class UnderdeterminedRotationWarning(UserWarning):
     """The training data do not span every voxel: the rotation is partial."""
 
@@ -219,7 +228,7 @@ def _polar(C, reflection=True):
         P, tr, r = _polar(C.T, reflection)
         return P.T, tr, r
     S = C.T @ C
-    lam, V = linalg.eigh(S, driver="evd", check_finite=False)
+    lam, V = _eigh(S)
     lam_max = lam[-1] if lam.size else 0.0
     if not np.isfinite(lam_max):
         raise InputValidationError("Procrustes input contains NaN or infinite values.")
@@ -249,10 +258,8 @@ def _polar(C, reflection=True):
         trace = float(sig.sum())
     else:
         try:
-            U, s, Vt = linalg.svd(
-                C, full_matrices=False, check_finite=False, lapack_driver="gesdd"
-            )
-        except linalg.LinAlgError:
+            U, s, Vt = np.linalg.svd(C, full_matrices=False)  # gesdd, without the GIL
+        except np.linalg.LinAlgError:
             U, s, Vt = linalg.svd(
                 C, full_matrices=False, check_finite=False, lapack_driver="gesvd"
             )
@@ -278,7 +285,7 @@ class _RowFactor:
 
     def __init__(self, A):
         G = A @ A.T
-        lam, E = linalg.eigh(G, driver="evd", check_finite=False)
+        lam, E = _eigh(G)
         lam_max = lam[-1]
         tol = max(lam_max, 0.0) * max(A.shape) * np.finfo(np.float64).eps * 10
         keep = lam > tol
@@ -354,7 +361,7 @@ class _Solution:
         G = gram_b if gram_b is not None else self.B0 @ self.B0.T
         S = La.T @ G @ La
         S = 0.5 * (S + S.T)
-        lam, V = linalg.eigh(S, driver="evd", check_finite=False)
+        lam, V = _eigh(S)
         lam_max = lam[-1]
         if not lam_max > 0 or lam[0] <= lam_max / _EIGH_MAX_COND**2:
             return None

@@ -147,6 +147,11 @@ class _Subject:
         self.X0 = X - self.mu if demean else X
         self._factor = None
 
+    def thin(self, n_target_voxels):
+        """Whether a fit to a target with ``n_target_voxels`` takes the thin route."""
+        n, va = self.X0.shape
+        return n < max(va, n_target_voxels)
+
     def factor(self):
         """The Gram factor of the thin route (computed once, reused by every level)."""
         if self._factor is None:
@@ -162,8 +167,7 @@ class _Subject:
             mu_b = B.mean(axis=0) if p["demean"] else np.zeros(B.shape[1])
             cache["mu_b"], cache["B0"] = mu_b, (B - mu_b if p["demean"] else B)
         mu_b, B0 = cache["mu_b"], cache["B0"]
-        n, va = self.X0.shape
-        thin = n < max(va, B.shape[1])
+        thin = self.thin(B.shape[1])
         gram = None
         if thin:
             self.factor()
@@ -275,8 +279,7 @@ def hyperalign(datasets, n_jobs=1, **params):
     # The thin route's subject factors (one eigendecomposition each) do not depend on the
     # common space: compute them up front, concurrently.
     n_ref = datasets[ref].shape[1]
-    thin = [s.X0.shape[0] < max(s.X0.shape[1], n_ref) for s in subjects]
-    _map(lambda i: subjects[i].factor(), [i for i in range(n) if thin[i]], n_jobs)
+    _map(lambda s: s.factor(), [s for s in subjects if s.thin(n_ref)], n_jobs)
 
     # Level 1 --------------------------------------------------------------------------
     common = datasets[ref]
@@ -319,7 +322,7 @@ def hyperalign(datasets, n_jobs=1, **params):
     # so that threads only read it).
     mu_t = template.mean(axis=0) if p["demean"] else np.zeros(template.shape[1])
     template_cache = {"mu_b": mu_t, "B0": template - mu_t if p["demean"] else template}
-    if any(s.X0.shape[0] < max(s.X0.shape[1], template.shape[1]) for s in subjects):
+    if any(s.thin(template.shape[1]) for s in subjects):
         template_cache["gram"] = template_cache["B0"] @ template_cache["B0"].T
     map_params = {k: p[k] for k in ("scaling", "reflection", "demean")}
 

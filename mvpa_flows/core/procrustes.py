@@ -388,29 +388,21 @@ class _Solution:
         if self._PN is not None:
             left = self.fa.basis()  # (va, ra)
             right = self.B0.T @ (self.fa.L @ self._PN)  # (vb, ra)
-            return ProcrustesMap(
-                self.scale,
-                self.mu_a,
-                self.mu_b,
-                left=left,
-                right=right,
-                rank=self.rank,
-                params=params,
-            )
-        if self.thin:
+        elif self.thin:
             left = self.fa.basis() @ self.P  # (va, rb)
             right = self.fb.basis()  # (vb, rb)
+        else:
             return ProcrustesMap(
-                self.scale,
-                self.mu_a,
-                self.mu_b,
-                left=left,
-                right=right,
-                rank=self.rank,
-                params=params,
+                self.scale, self.mu_a, self.mu_b, dense=self.P, rank=self.rank, params=params
             )
         return ProcrustesMap(
-            self.scale, self.mu_a, self.mu_b, dense=self.P, rank=self.rank, params=params
+            self.scale,
+            self.mu_a,
+            self.mu_b,
+            left=left,
+            right=right,
+            rank=self.rank,
+            params=params,
         )
 
 

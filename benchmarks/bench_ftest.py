@@ -9,7 +9,7 @@ import time
 import numpy as np
 from sklearn.feature_selection import f_classif
 
-from mvpa_flows.core.ftest import f_oneway_voxels
+from mvpa_flows.core.stats.ftest import f_oneway_voxels
 
 
 def best_of(func, repeats):

@@ -23,8 +23,8 @@ import warnings
 
 import numpy as np
 
-from mvpa_flows.core.hyperalignment import hyperalign
-from mvpa_flows.core.procrustes import UnderdeterminedRotationWarning
+from mvpa_flows.core.alignment.hyperalignment import hyperalign
+from mvpa_flows.core.alignment.procrustes import UnderdeterminedRotationWarning
 
 N_FITS = lambda n_subjects: 3 * n_subjects - 1  # noqa: E731  level 1 + level 2 + level 3
 

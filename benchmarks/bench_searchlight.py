@@ -108,7 +108,7 @@ def time_ours(
 
 
 def time_neighbourhoods(mask, affine, radius):
-    from mvpa_flows.core.neighbourhoods import sphere_adjacency
+    from mvpa_flows.core.searchlight.neighbourhoods import sphere_adjacency
 
     t0 = time.perf_counter()
     A = sphere_adjacency(mask, affine, radius)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .core.neighbourhoods import sphere_adjacency
 from .core.searchlight import resolve_estimator, search_light
+from .core.searchlight.neighbourhoods import sphere_adjacency
 
 __all__ = ["SearchLight"]
 

@@ -1,6 +1,6 @@
 """Hyperalignment: a common model space for many subjects' voxels (Haxby et al., 2011).
 
-Scikit-learn-style estimator over :mod:`mvpa_flows.core.hyperalignment` (PyMVPA's
+Scikit-learn-style estimator over :mod:`mvpa_flows.core.alignment.hyperalignment` (PyMVPA's
 three-level Procrustes algorithm)::
 
     from mvpa_flows.hyperalignment import Hyperalignment
@@ -11,13 +11,13 @@ three-level Procrustes algorithm)::
 
 from __future__ import annotations
 
-from mvpa_flows.core.hyperalignment import (
+from mvpa_flows.core.alignment.hyperalignment import (
     DEFAULT_PARAMS,
     apply_transforms,
     hyperalign,
     inverse_transforms,
 )
-from mvpa_flows.core.procrustes import ProcrustesMap, procrustes
+from mvpa_flows.core.alignment.procrustes import ProcrustesMap, procrustes
 
 __all__ = ["Hyperalignment", "ProcrustesMap", "procrustes"]
 

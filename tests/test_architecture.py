@@ -65,3 +65,18 @@ def test_interface_specs_describe_every_trait(interface):
                 continue
             assert trait.desc, f"{spec.__name__}.{name} has no desc="
             assert trait.mandatory is not False, f"{spec.__name__}.{name}: mandatory=False"
+
+
+def test_every_subpackage_is_packaged():
+    """A non-editable install (the container) ships only the packages setup.cfg lists."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(PACKAGE.parent / "setup.cfg")
+    listed = set(cfg["options"]["packages"].split())
+    found = {
+        "mvpa_flows." + ".".join(p.parent.relative_to(PACKAGE).parts)
+        for p in PACKAGE.rglob("__init__.py")
+        if p.parent != PACKAGE
+    } | {"mvpa_flows"}
+    assert found - listed == set(), f"add to setup.cfg [options] packages: {found - listed}"

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvpa_flows.core.bsc import between_subject_classification
+from mvpa_flows.core.alignment.bsc import between_subject_classification
+from mvpa_flows.core.alignment.procrustes import UnderdeterminedRotationWarning
 from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.core.procrustes import UnderdeterminedRotationWarning
 
 DATA = Path(__file__).parents[2] / "shared" / "data" / "sherlock-pmc"
 

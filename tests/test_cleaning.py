@@ -5,7 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mvpa_flows.core.cleaning import analysis_mask, clean_run, masked_run_data, select_confounds
+from mvpa_flows.core.data.cleaning import (
+    analysis_mask,
+    clean_run,
+    masked_run_data,
+    select_confounds,
+)
 from mvpa_flows.core.errors import InputValidationError
 
 

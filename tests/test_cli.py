@@ -80,7 +80,7 @@ def test_participant_ftest_on_synthetic_data(synthetic_bids, tmp_path):
     assert any(s.startswith("bids:fmriprep:sub-01/func/") for s in meta["Sources"])
 
     # the map equals f_classif on samples cleaned the same way
-    from mvpa_flows.core.dataset import load_samples
+    from mvpa_flows.core.data.dataset import load_samples
 
     fp = synthetic_bids / "derivatives" / "fmriprep" / "sub-01" / "func"
     runs = [f"sub-01_task-objects_run-{r}" for r in (1, 2, 3)]

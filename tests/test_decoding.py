@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import LeaveOneGroupOut
 from sklearn.naive_bayes import GaussianNB
 
-from mvpa_flows.core.neighbourhoods import sphere_adjacency
+from mvpa_flows.core.searchlight.neighbourhoods import sphere_adjacency
 from mvpa_flows.decoding import SearchLight
 
 HAXBY = Path(__file__).resolve().parents[2] / "shared" / "data" / "haxby2001-slice"

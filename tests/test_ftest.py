@@ -5,7 +5,7 @@ import pytest
 from sklearn.feature_selection import f_classif
 
 from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.core.ftest import f_oneway_voxels
+from mvpa_flows.core.stats.ftest import f_oneway_voxels
 
 
 @pytest.mark.parametrize("n_classes", [2, 3, 5])
@@ -37,7 +37,7 @@ def test_errors():
 
 
 def test_matches_f_classif_on_cleaned_haxby_samples(haxby_dir):
-    from mvpa_flows.core.dataset import load_samples
+    from mvpa_flows.core.data.dataset import load_samples
 
     func = haxby_dir / "derivatives" / "fmriprep" / "sub-1" / "func"
     stems = [f"sub-1_task-objectviewing_run-{r:02d}" for r in range(1, 13)]

@@ -10,7 +10,7 @@ import pytest
 from conftest import SEARCHLIGHT_GNB, run_app
 
 from mvpa_flows.cli.run import main
-from mvpa_flows.core.xfm import load_transform
+from mvpa_flows.core.alignment.xfm import load_transform
 
 
 def _group(bids, out, *args):

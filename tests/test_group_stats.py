@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.core.group_stats import group_searchlight_stats, one_sample_t
+from mvpa_flows.core.stats.group import group_searchlight_stats, one_sample_t
 
 
 def _maps(n_subjects=12, n_voxels=300, effect=0.15, seed=0):

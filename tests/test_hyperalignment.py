@@ -8,9 +8,9 @@ import pytest
 from pymvpa_reference import ProcrusteanMapper
 from sklearn.base import clone
 
+from mvpa_flows.core.alignment.hyperalignment import hyperalign
+from mvpa_flows.core.alignment.procrustes import UnderdeterminedRotationWarning
 from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.core.hyperalignment import hyperalign
-from mvpa_flows.core.procrustes import UnderdeterminedRotationWarning
 from mvpa_flows.hyperalignment import Hyperalignment
 
 # ---------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 from nilearn.image.resampling import coord_transform
 from nilearn.maskers.nifti_spheres_masker import apply_mask_and_get_affinity
 
-from mvpa_flows.core.neighbourhoods import sphere_adjacency
+from mvpa_flows.core.searchlight.neighbourhoods import sphere_adjacency
 
 
 def _case(seed=0, shape=(9, 8, 7), zooms=(3.5, 3.75, 3.1)):

@@ -8,12 +8,12 @@ import pytest
 from pymvpa_reference import ProcrusteanMapper
 from scipy.linalg import orthogonal_procrustes
 
-from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.core.procrustes import (
+from mvpa_flows.core.alignment.procrustes import (
     UnderdeterminedRotationWarning,
     procrustes,
     zscore_columns,
 )
+from mvpa_flows.core.errors import InputValidationError
 
 
 def _pair(n, v, seed=0, noise=0.1, v_target=None):

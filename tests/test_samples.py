@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mvpa_flows.core.data.samples import build_sample_table, contrast_label, label_volumes
 from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.core.samples import build_sample_table, contrast_label, label_volumes
 
 
 def _events(rows):

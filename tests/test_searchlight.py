@@ -5,6 +5,7 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import sparse
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.model_selection import GroupKFold, KFold, LeaveOneGroupOut
@@ -12,9 +13,6 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import LinearSVC
 
-from mvpa_flows.core import searchlight as sl
-from mvpa_flows.core._sl_engines import run_engine
-from mvpa_flows.core.neighbourhoods import sphere_adjacency
 from mvpa_flows.core.searchlight import (
     CorrelationClassifier,
     merge_results,
@@ -24,6 +22,9 @@ from mvpa_flows.core.searchlight import (
     search_light,
     select_engine,
 )
+from mvpa_flows.core.searchlight import base as sl
+from mvpa_flows.core.searchlight._engines import run_engine
+from mvpa_flows.core.searchlight.neighbourhoods import sphere_adjacency
 
 AFFINE = np.diag([3.5, 3.75, 3.1, 1.0])
 
@@ -409,5 +410,18 @@ def test_input_validation_messages():
         )
     Xn = X.copy()
     Xn[0, 0] = np.nan
-    with pytest.raises(ValueError, match="'X' contains NaN"):
+    with pytest.raises(ValueError, match="'X' contains 1 NaN or infinite value"):
         search_light(Xn, y, "gnb", A, groups=runs)
+
+
+@pytest.mark.parametrize("missing", [np.nan, None])
+def test_missing_labels_are_refused_not_a_class(missing):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((12, 6))
+    y = np.array(["a", "b"] * 6, dtype=object)
+    y[3] = missing
+    A = sparse.identity(6, format="csr")
+    with pytest.raises(
+        ValueError, match=r"Parameter 'y' has 1 missing label\(s\).*sample\(s\) \[3\]"
+    ):
+        search_light(X, y, "gnb", A, groups=np.repeat(np.arange(3), 4))

@@ -74,7 +74,7 @@ def test_haxby_searchlight_equals_nilearn_on_the_same_samples(haxby_dir, tmp_pat
     from sklearn.model_selection import LeaveOneGroupOut
     from sklearn.naive_bayes import GaussianNB
 
-    from mvpa_flows.core.dataset import load_samples
+    from mvpa_flows.core.data.dataset import load_samples
 
     out = tmp_path / "out"
     assert _run(haxby_dir, out, "--estimator", "gnb", "--nprocs", "1") == 0

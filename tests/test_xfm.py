@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
+from mvpa_flows.core.alignment.procrustes import procrustes
+from mvpa_flows.core.alignment.xfm import FORMAT, load_transform, save_transform
 from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.core.procrustes import procrustes
-from mvpa_flows.core.xfm import FORMAT, load_transform, save_transform
 
 
 def _map(n=80, v=12, seed=0):

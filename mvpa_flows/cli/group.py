@@ -130,7 +130,7 @@ def _roi(config, files, reference, model):
         path = Path(config.roi_mask)
         if not path.is_file():
             raise InputValidationError(f"--roi-mask {path}: no such file.")
-        from mvpa_flows.core.cleaning import check_same_grid
+        from mvpa_flows.core.data.cleaning import check_same_grid
 
         check_same_grid(
             nb.load(path), reference, f"--roi-mask {path.name}", "the subjects' BOLD grid"

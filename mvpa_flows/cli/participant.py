@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from mvpa_flows.core.dataset import check_inputs
+from mvpa_flows.core.data.dataset import check_inputs
 from mvpa_flows.core.errors import InputValidationError, NoInputFilesError
 from mvpa_flows.interfaces.bids import (
     collect_inputs,

@@ -14,7 +14,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from mvpa_flows.core.ftest import f_oneway_voxels
+from mvpa_flows.core.stats.ftest import f_oneway_voxels
 
 
 class _FTestInputSpec(BaseInterfaceInputSpec):
@@ -32,7 +32,7 @@ class _FTestOutputSpec(TraitedSpec):
 class FTest(SimpleInterface):
     """One-way ANOVA across conditions at every voxel (same F as sklearn's f_classif).
 
-    Calls :func:`mvpa_flows.core.ftest.f_oneway_voxels`.
+    Calls :func:`mvpa_flows.core.stats.ftest.f_oneway_voxels`.
     """
 
     input_spec = _FTestInputSpec

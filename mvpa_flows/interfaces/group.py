@@ -14,12 +14,12 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from mvpa_flows.core.dataset import load_timeseries
+from mvpa_flows.core.alignment.evaluate import hyperalign_and_evaluate, save_template
+from mvpa_flows.core.alignment.xfm import save_transform
+from mvpa_flows.core.data.dataset import load_timeseries
+from mvpa_flows.core.data.samples import build_sample_table, read_events
 from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.core.group import hyperalign_and_evaluate, save_template
-from mvpa_flows.core.group_stats import group_searchlight_stats
-from mvpa_flows.core.samples import build_sample_table, read_events
-from mvpa_flows.core.xfm import save_transform
+from mvpa_flows.core.stats.group import group_searchlight_stats
 
 
 class _PrepareTimeseriesInputSpec(BaseInterfaceInputSpec):
@@ -59,9 +59,9 @@ class _PrepareTimeseriesOutputSpec(TraitedSpec):
 class PrepareTimeseries(SimpleInterface):
     """Clean one subject's training and test runs inside the ROI.
 
-    Calls :func:`mvpa_flows.core.dataset.load_timeseries`; in conditions mode the test
+    Calls :func:`mvpa_flows.core.data.dataset.load_timeseries`; in conditions mode the test
     volumes are labelled from the events
-    (:func:`mvpa_flows.core.samples.build_sample_table`).
+    (:func:`mvpa_flows.core.data.samples.build_sample_table`).
     """
 
     input_spec = _PrepareTimeseriesInputSpec
@@ -146,7 +146,7 @@ class _HyperalignGroupOutputSpec(TraitedSpec):
 class HyperalignGroup(SimpleInterface):
     """Fit Procrustes hyperalignment on the training runs; evaluate it on the test runs.
 
-    Calls :func:`mvpa_flows.core.group.hyperalign_and_evaluate`.
+    Calls :func:`mvpa_flows.core.alignment.evaluate.hyperalign_and_evaluate`.
     """
 
     input_spec = _HyperalignGroupInputSpec
@@ -232,7 +232,7 @@ class _GroupSearchlightStatsOutputSpec(TraitedSpec):
 class GroupSearchlightStats(SimpleInterface):
     """One-sample test of searchlight maps against chance with FWE control.
 
-    Calls :func:`mvpa_flows.core.group_stats.group_searchlight_stats`.
+    Calls :func:`mvpa_flows.core.stats.group.group_searchlight_stats`.
     """
 
     input_spec = _GroupSearchlightStatsInputSpec

@@ -12,8 +12,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from mvpa_flows.core.dataset import load_samples, mean_epi
-from mvpa_flows.core.samples import contrast_label
+from mvpa_flows.core.data.dataset import load_samples, mean_epi
+from mvpa_flows.core.data.samples import contrast_label
 
 
 class _PrepareSamplesInputSpec(BaseInterfaceInputSpec):
@@ -67,7 +67,7 @@ class _PrepareSamplesOutputSpec(TraitedSpec):
 class PrepareSamples(SimpleInterface):
     """Label volumes from events, clean each run and stack the labelled volumes.
 
-    Calls :func:`mvpa_flows.core.dataset.load_samples`.
+    Calls :func:`mvpa_flows.core.data.dataset.load_samples`.
     """
 
     input_spec = _PrepareSamplesInputSpec

@@ -16,7 +16,7 @@ from nipype.interfaces.base import (
 )
 
 from mvpa_flows.core.searchlight import SearchlightResult, merge_results, search_light
-from mvpa_flows.core.searchlight_maps import (
+from mvpa_flows.core.searchlight.maps import (
     chunk_centres,
     load_adjacency,
     result_from_npz,

@@ -90,7 +90,7 @@ def init_group_hyperalignment_wf(
     conditions, confounds, detrend, standardize, hrf_delay
         Sample and cleaning options, as at the participant level.
     hyperalignment_params : dict or None
-        Parameters of :func:`mvpa_flows.core.hyperalignment.hyperalign`.
+        Parameters of :func:`mvpa_flows.core.alignment.hyperalignment.hyperalign`.
     model_label : str or None
         Label of the common model (``to-``/``tpl-`` entities; default ``<task>HA``).
     dataset_links : dict or None

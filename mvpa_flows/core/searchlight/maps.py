@@ -7,9 +7,9 @@ from importlib.metadata import version
 import nibabel as nb
 import numpy as np
 
-from mvpa_flows.core.cleaning import check_same_grid
-from mvpa_flows.core.neighbourhoods import sphere_adjacency
+from mvpa_flows.core.data.cleaning import check_same_grid
 from mvpa_flows.core.searchlight import SearchlightResult, resolve_estimator
+from mvpa_flows.core.searchlight.neighbourhoods import sphere_adjacency
 
 _ARRAYS = ("scores", "fold_scores", "null_scores", "pvalues", "sphere_sizes", "centres",
            "classes")  # fmt:skip

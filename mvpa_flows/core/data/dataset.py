@@ -9,7 +9,7 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 
-from mvpa_flows.core.cleaning import (
+from mvpa_flows.core.data.cleaning import (
     analysis_mask,
     check_same_grid,
     clean_run,
@@ -17,8 +17,8 @@ from mvpa_flows.core.cleaning import (
     prepare_samples,
     select_confounds,
 )
+from mvpa_flows.core.data.samples import build_sample_table, read_events
 from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.core.samples import build_sample_table, read_events
 
 
 def _repetition_time(img, given, name):
@@ -135,8 +135,8 @@ def load_samples(
     repetition_times : per run; default from the NIfTI header
     conditions : trial_type values to keep; default every trial_type in the events
     confounds : confound columns (``None``: motion when present; ``["none"]``: none)
-    detrend, standardize, hrf_delay : see :func:`mvpa_flows.core.cleaning.clean_run`
-        and :func:`mvpa_flows.core.samples.label_volumes`
+    detrend, standardize, hrf_delay : see :func:`mvpa_flows.core.data.cleaning.clean_run`
+        and :func:`mvpa_flows.core.data.samples.label_volumes`
 
     Returns
     -------

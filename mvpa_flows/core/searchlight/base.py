@@ -22,7 +22,6 @@ generic engine.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import warnings
@@ -33,7 +32,9 @@ import numpy as np
 from scipy import sparse
 from sklearn.base import clone
 
-from ._sl_estimators import CorrelationClassifier
+from .._parallel import resolve_n_jobs
+from .._validation import check_finite_array, check_labels
+from ._estimators import CorrelationClassifier
 
 __all__ = [
     "CorrelationClassifier",
@@ -529,15 +530,6 @@ class _Progress:
                 sys.stderr.flush()
 
 
-def _effective_n_jobs(n_jobs):
-    if n_jobs is None:
-        return 1
-    n_cpu = os.cpu_count() or 1
-    if n_jobs < 0:
-        return max(1, n_cpu + 1 + n_jobs)
-    return max(1, int(n_jobs))
-
-
 # --------------------------------------------------------------------------- #
 # Main entry point
 # --------------------------------------------------------------------------- #
@@ -588,7 +580,8 @@ def search_light(
     estimator : str or scikit-learn classifier
         See :func:`resolve_estimator`.
     A : scipy.sparse matrix of shape (n_centres, n_mask_voxels)
-        Sphere x voxel adjacency (:func:`~mvpa_flows.core.neighbourhoods.sphere_adjacency`).
+        Sphere x voxel adjacency
+        (:func:`~mvpa_flows.core.searchlight.neighbourhoods.sphere_adjacency`).
     groups : array-like of shape (n_samples,), optional
         Run of every sample (used by the CV and to permute labels within runs).
     cv : see :func:`resolve_cv`
@@ -629,15 +622,12 @@ def search_light(
             f"Parameter 'y' must be 1D with one label per sample ({X.shape[0]}); got "
             f"shape {y.shape}."
         )
-    if not np.all(np.isfinite(X)):
-        raise ValueError(
-            "Parameter 'X' contains NaN or infinite values. Clean the data (e.g. "
-            "np.nan_to_num) or drop those voxels from the mask."
-        )
+    check_finite_array(X, "X", fix="Clean the data or drop those voxels from the mask.")
+    check_labels(y, "y")
     if not sparse.issparse(A):
         raise TypeError(
             f"Parameter 'A' must be a scipy.sparse matrix; got {type(A).__name__}. "
-            "Build it with mvpa_flows.core.neighbourhoods.sphere_adjacency."
+            "Build it with mvpa_flows.core.searchlight.neighbourhoods.sphere_adjacency."
         )
     A = sparse.csr_matrix(A)
     if A.shape[1] != X.shape[1]:
@@ -659,6 +649,7 @@ def search_light(
     n_permutations = int(n_permutations or 0)
     if n_permutations < 0:
         raise ValueError(f"Parameter 'n_permutations' must be >= 0; got {n_permutations}.")
+    n_jobs = resolve_n_jobs(n_jobs)
 
     est = resolve_estimator(estimator, random_state=0 if random_state is None else random_state)
     splitter = resolve_cv(cv, groups, len(y))
@@ -704,11 +695,10 @@ def search_light(
         labels.extend(permuted_labels(y_codes, groups, n_permutations, random_state))
     labels = np.asarray(labels)
 
-    n_jobs = _effective_n_jobs(n_jobs)
     prog = _Progress(len(centres) * len(labels), progress, verbose)
     test_all = np.concatenate([te for _, te in folds])
 
-    from ._sl_engines import run_engine
+    from ._engines import run_engine
 
     means = np.empty((len(labels), len(centres)))
     obs_fold_scores = np.empty((len(folds), len(centres))) if return_fold_scores else None

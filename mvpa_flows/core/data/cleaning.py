@@ -164,7 +164,7 @@ def prepare_samples(
     bold_imgs : 4D images, one per run, in the order of ``runs``
     mask_img : 3D analysis mask on the BOLD grid
     sample_table : DataFrame with ``run`` and ``volume`` columns (see
-        :func:`mvpa_flows.core.samples.build_sample_table`)
+        :func:`mvpa_flows.core.data.samples.build_sample_table`)
     confounds : per run, an (n_volumes, k) array or None
 
     Returns

@@ -25,8 +25,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mvpa_flows.core.alignment.procrustes import ProcrustesMap
 from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.core.procrustes import ProcrustesMap
 
 __all__ = ["save_transform", "load_transform", "FORMAT", "FORMAT_VERSION"]
 

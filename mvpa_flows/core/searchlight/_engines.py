@@ -19,7 +19,8 @@ import numpy as np
 from scipy.special import expit, logsumexp
 from threadpoolctl import threadpool_limits
 
-from ._sl_linear import logistic_newton, svc_newton
+from .._parallel import thread_imap, thread_map
+from ._linear import logistic_newton, svc_newton
 
 _BUDGET = 64 * 1024**2  # bytes per gathered block
 
@@ -298,21 +299,9 @@ def _gnb(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progres
                 if need_dec:
                     dec[:, sl] = do
 
-            _map(task, range(len(folds)), n_jobs)
+            thread_map(task, range(len(folds)), n_jobs)
             consume(s, slice(None), pred, dec)
             progress(n_sph)
-
-
-def _map(fn, items, n_jobs):
-    """Run fn over items on n_jobs threads (numpy and scipy.sparse release the GIL)."""
-    items = list(items)
-    if n_jobs <= 1 or len(items) < 2:
-        for it in items:
-            fn(it)
-        return
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(n_jobs) as ex:
-        for _ in ex.map(fn, items):
-            pass
 
 
 # --------------------------------------------------------------------------- #
@@ -485,7 +474,7 @@ def _lda(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progres
         step = max(1, _BUDGET // (len(X) * k * k * 8 * 2))
         for c0 in range(0, len(rows), step):
             jobs.append((k, rows[c0 : c0 + step], cols[c0 : c0 + step]))
-    for rows, out in _imap(chunk, jobs, n_jobs):
+    for rows, out in thread_imap(chunk, jobs, n_jobs):
         for s, pred, dec in out:
             consume(s, rows, pred, dec)
             progress(len(rows))
@@ -555,7 +544,7 @@ def _ridge(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progr
         step = max(1, _BUDGET // (len(X) * k * 8 * 2 + n_atoms * k * (k + 1 + L * T) * 8 * 2))
         for c0 in range(0, len(rows), step):
             jobs.append((k, rows[c0 : c0 + step], cols[c0 : c0 + step]))
-    for rows, dec_all in _imap(chunk, jobs, n_jobs):
+    for rows, dec_all in thread_imap(chunk, jobs, n_jobs):
         for s in range(L):
             if K == 2:
                 dd = dec_all[s, ..., 0]
@@ -566,17 +555,6 @@ def _ridge(est, X, A, labels, folds, n_classes, need_dec, consume, n_jobs, progr
                 dec = None
             consume(s, rows, pred, dec)
             progress(len(rows))
-
-
-def _imap(fn, items, n_jobs):
-    """fn over items on n_jobs threads, results in order (BLAS limited to 1 thread each)."""
-    items = list(items)
-    if n_jobs <= 1 or len(items) < 2:
-        for it in items:
-            yield fn(it)
-        return
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(n_jobs) as ex:
-        yield from ex.map(fn, items)
 
 
 # --------------------------------------------------------------------------- #

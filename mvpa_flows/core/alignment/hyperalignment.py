@@ -26,7 +26,7 @@ Deviations from PyMVPA (all documented at the parameter):
   ``mean_xy(projection, common)``, which weights the *newest* subject by ``counts``.
 * Under-determined rotations (fewer samples than voxels, constant voxels) are partial
   isometries instead of an arbitrary LAPACK completion (see
-  :mod:`mvpa_flows.core.procrustes`).
+  :mod:`mvpa_flows.core.alignment.procrustes`).
 * ``alpha < 1`` (regularised CCA), custom combiners and ``output_dim`` are not
   implemented; ``nproc`` is ``n_jobs`` (threads, levels 2 and 3).
 """
@@ -38,14 +38,15 @@ import warnings
 
 import numpy as np
 
-from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.core.procrustes import (
+from mvpa_flows.core._parallel import resolve_n_jobs, thread_map
+from mvpa_flows.core.alignment.procrustes import (
     ProcrustesMap,
     UnderdeterminedRotationWarning,
     _RowFactor,
     _Solution,
     zscore_columns,
 )
+from mvpa_flows.core.errors import InputValidationError
 
 __all__ = ["DEFAULT_PARAMS", "hyperalign", "validate_datasets"]
 
@@ -188,19 +189,6 @@ class _Subject:
         )
 
 
-def _map(fn, items, n_jobs):
-    """``[fn(i) for i in items]``, on ``n_jobs`` threads with one BLAS thread each."""
-    items = list(items)
-    if n_jobs <= 1 or len(items) < 2:
-        return [fn(i) for i in items]
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1), ThreadPoolExecutor(n_jobs) as pool:
-        return list(pool.map(fn, items))
-
-
 def _mean(arrays):
     """Mean of equally shaped arrays without stacking them into one (n, ...) copy."""
     out = np.array(arrays[0], dtype=np.float64, copy=True)
@@ -226,7 +214,7 @@ def hyperalign(datasets, n_jobs=1, **params):
         Number of level-2 passes (PyMVPA ``level2_niter``).
     zscore_all : bool, default False
         Z-score every subject's data (per voxel) before alignment; the returned maps then
-        expect z-scored input (:func:`mvpa_flows.core.procrustes.zscore_columns`).
+        expect z-scored input (:func:`mvpa_flows.core.alignment.procrustes.zscore_columns`).
     zscore_common : bool, default True
         Z-score the common space and every projection after each update.
     level1_equal_weight : bool, default False
@@ -234,7 +222,7 @@ def hyperalign(datasets, n_jobs=1, **params):
         (later subjects weigh more by default). Equal weights as documented by PyMVPA (its
         code weights the newest subject by the count instead).
     scaling, reflection, demean : bool, default True
-        Passed to every Procrustes fit (:func:`mvpa_flows.core.procrustes.procrustes`).
+        Passed to every Procrustes fit (:func:`mvpa_flows.core.alignment.procrustes.procrustes`).
     n_jobs : int, default 1
         Threads for the independent fits of level 2 and level 3 (PyMVPA ``nproc``
         parallelises level 3 only); each thread uses one BLAS thread. Results do not
@@ -256,14 +244,10 @@ def hyperalign(datasets, n_jobs=1, **params):
     datasets = validate_datasets(datasets)
     n = len(datasets)
     p = _check_params(params, n)
-    if not isinstance(n_jobs, numbers.Integral) or n_jobs == 0 or n_jobs < -1:
-        raise InputValidationError(
-            f"`n_jobs` must be a positive integer or -1 (all cores); got {n_jobs!r}."
-        )
-    if n_jobs == -1:
-        import os
-
-        n_jobs = os.cpu_count() or 1
+    try:
+        n_jobs = resolve_n_jobs(n_jobs)
+    except ValueError as exc:
+        raise InputValidationError(str(exc)) from None
     nfeatures = [X.shape[1] for X in datasets]
     ref = int(np.argmax(nfeatures)) if p["ref_ds"] is None else int(p["ref_ds"])
     zscore_params = None
@@ -279,7 +263,7 @@ def hyperalign(datasets, n_jobs=1, **params):
     # The thin route's subject factors (one eigendecomposition each) do not depend on the
     # common space: compute them up front, concurrently.
     n_ref = datasets[ref].shape[1]
-    _map(lambda s: s.factor(), [s for s in subjects if s.thin(n_ref)], n_jobs)
+    thread_map(lambda s: s.factor(), [s for s in subjects if s.thin(n_ref)], n_jobs)
 
     # Level 1 --------------------------------------------------------------------------
     common = datasets[ref]
@@ -309,7 +293,7 @@ def hyperalign(datasets, n_jobs=1, **params):
             temp = _z((common * n - data_mapped[i]) / (n - 1))
             return _z(subjects[i].solve(temp, p).projected())
 
-        for i, proj in enumerate(_map(_level2, range(n), n_jobs)):
+        for i, proj in enumerate(thread_map(_level2, range(n), n_jobs)):
             residuals[1 + loop, i] = np.linalg.norm(proj - common)
             data_mapped[i] = proj
         common = _mean(data_mapped)
@@ -330,7 +314,7 @@ def hyperalign(datasets, n_jobs=1, **params):
         sol = subjects[i].solve(template, p, template_cache)
         return sol.to_map(params=map_params), bool(sol.underdetermined)
 
-    level3 = _map(_level3, range(n), n_jobs)
+    level3 = thread_map(_level3, range(n), n_jobs)
     transforms = [t for t, _ in level3]
     underdetermined = [u for _, u in level3]
     if any(underdetermined):

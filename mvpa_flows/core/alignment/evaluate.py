@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mvpa_flows.core.bsc import between_subject_classification
-from mvpa_flows.core.hyperalignment import hyperalign
+from mvpa_flows.core.alignment.bsc import between_subject_classification
+from mvpa_flows.core.alignment.hyperalignment import hyperalign
 
 
 def hyperalign_and_evaluate(
@@ -30,9 +30,9 @@ def hyperalign_and_evaluate(
     subjects : list of str
         Subject labels, for the table.
     mode, test_labels, test_groups, segment_length, tr, train_runs, test_runs
-        See :func:`mvpa_flows.core.bsc.between_subject_classification`.
+        See :func:`mvpa_flows.core.alignment.bsc.between_subject_classification`.
     hyperalignment_params : dict or None
-        Parameters of :func:`mvpa_flows.core.hyperalignment.hyperalign`.
+        Parameters of :func:`mvpa_flows.core.alignment.hyperalignment.hyperalign`.
 
     Returns
     -------

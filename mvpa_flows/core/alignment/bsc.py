@@ -46,8 +46,12 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from mvpa_flows.core.alignment.hyperalignment import (
+    apply_transforms,
+    hyperalign,
+    validate_datasets,
+)
 from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.core.hyperalignment import apply_transforms, hyperalign, validate_datasets
 
 __all__ = ["between_subject_classification", "segment_patterns", "segment_classification_accuracy"]
 
@@ -175,7 +179,7 @@ def between_subject_classification(
         Repetition time in seconds.
     estimator : scikit-learn classifier, default ``LinearSVC()``
     hyperalignment_params : dict, optional
-        Parameters of :func:`mvpa_flows.core.hyperalignment.hyperalign`.
+        Parameters of :func:`mvpa_flows.core.alignment.hyperalignment.hyperalign`.
     subject_labels : list of str, optional
         Names for the rows (default "0", "1", ...).
     train_runs, test_runs : sequence, optional

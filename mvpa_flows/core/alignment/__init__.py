@@ -1,0 +1,1 @@
+"""Functional alignment: Procrustes, hyperalignment, transforms and their evaluation."""

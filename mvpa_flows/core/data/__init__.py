@@ -1,0 +1,1 @@
+"""From BIDS inputs to samples: events to labelled volumes, confounds, cleaning, loading."""

@@ -1,0 +1,1 @@
+"""Univariate F-tests and group statistics of subject maps."""

@@ -344,7 +344,7 @@ def test_bad_input_fails_before_the_bold_data_are_read(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the BOLD data were read before the inputs were checked")
 
-    monkeypatch.setattr(betas_module, "masked_run_data", fail)
+    monkeypatch.setattr(betas_module, "_masked_voxels", fail)
     with pytest.raises(InputValidationError, match="events.tsv is rank deficient|of events.tsv"):
         run_betaseries(bold, mask, events, method="lsa", confounds=["none"])
     with pytest.raises(InputValidationError, match="events.tsv has fewer than 2 trials"):

@@ -31,7 +31,6 @@ from mvpa_flows.core._validation import check_integer, check_number, check_optio
 from mvpa_flows.core.data.cleaning import (
     analysis_mask,
     check_same_grid,
-    masked_run_data,
     select_confounds,
 )
 from mvpa_flows.core.data.samples import read_events
@@ -628,13 +627,37 @@ class _RunPlan:
         self.design = _RunDesign(self.events, n_volumes, tr, confounds, confound_names, opts)
         self.filters = _trial_filters(self.design, opts["method"], name)
 
-    def betas(self, data, chunk=65536):
+    def betas(self, data, chunk=16384):
         """Betas (n_trials, n_voxels) of the (n_volumes, n_voxels) ``data``, in float64."""
         out = np.empty((self.filters.shape[0], data.shape[1]))
         for start in range(0, data.shape[1], chunk):
             block = np.asarray(data[:, start : start + chunk], dtype=np.float64)
             out[:, start : start + chunk] = self.filters @ block
         return out
+
+    def betas_of_voxels(self, values, chunk=16384):
+        """Betas (n_trials, n_voxels) of voxel-major ``values`` (n_voxels, n_volumes), the
+        layout of masked image data; converted to float64 a block of voxels at a time."""
+        out = np.empty((self.filters.shape[0], values.shape[0]))
+        for start in range(0, values.shape[0], chunk):
+            block = np.asarray(values[start : start + chunk], dtype=np.float64)
+            out[:, start : start + chunk] = self.filters @ block.T
+        return out
+
+
+def _masked_voxels(img, mask, name):
+    """(n_voxels, n_volumes) data of a 4D image inside ``mask``, in the file's float type
+    (no transposed copy); NaN or infinite values are refused."""
+    values = np.asanyarray(img.dataobj)[mask]
+    if values.dtype.kind != "f":
+        values = values.astype(np.float64)
+    finite = np.isfinite(values).all(axis=1)
+    if not finite.all():
+        raise InputValidationError(
+            f"{name} holds NaN or infinite values in {int((~finite).sum())} voxel(s) inside "
+            "the mask; re-run preprocessing or exclude those voxels from the mask."
+        )
+    return values
 
 
 def trial_betas(
@@ -728,7 +751,7 @@ def trial_betas_img(bold_img, mask_img, events, tr, confounds=None, confound_nam
     check_same_grid(mask_img, bold_img, "the mask", "the BOLD series")
     mask = np.asanyarray(mask_img.dataobj) > 0
     plan = _RunPlan(events, bold_img.shape[3], tr, confounds, confound_names, opts, "the run")
-    betas = plan.betas(masked_run_data(bold_img, mask, "the BOLD series"))
+    betas = plan.betas_of_voxels(_masked_voxels(bold_img, mask, "the BOLD series"))
     return _betas_to_img(betas, mask, bold_img)
 
 
@@ -884,7 +907,7 @@ def run_betaseries(
             plan.events["trial_type"], conditions, min_trials_per_run, Path(events_file).name
         )
     mask = np.asanyarray(mask_img.dataobj) > 0
-    betas = plan.betas(masked_run_data(bold_img, mask, bold_name))
+    betas = plan.betas_of_voxels(_masked_voxels(bold_img, mask, bold_name))
     return Betaseries(
         _betas_to_img(betas, mask, bold_img),
         plan.events,
@@ -1059,7 +1082,7 @@ def load_betaseries_samples(
     for table, name in zip(trials, trials_files, strict=True):
         check_trial_counts(table["trial_type"], conditions, min_trials_per_run, Path(name).name)
     mask = np.asanyarray(mask_img.dataobj) > 0
-    betas = [masked_run_data(img, mask, name) for img, name in zip(imgs, names, strict=True)]
+    betas = [_masked_voxels(img, mask, name).T for img, name in zip(imgs, names, strict=True)]
     X, table, info = beta_samples(
         betas, trials, runs, conditions, standardize, min_trials_per_run, names
     )
@@ -1137,7 +1160,7 @@ def load_beta_samples(
         check_trial_counts(table["trial_type"], conditions, min_trials_per_run, name)
     mask = np.asanyarray(mask_img.dataobj) > 0
     betas = [
-        plan.betas(masked_run_data(img, mask, name))
+        plan.betas_of_voxels(_masked_voxels(img, mask, name))
         for plan, img, name in zip(plans, bold_imgs, bold_names, strict=True)
     ]
     X, table, info = beta_samples(

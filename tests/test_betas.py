@@ -17,6 +17,7 @@ from mvpa_flows.core.data.betas import (
     MIN_ONSET,
     OVERSAMPLING,
     beta_samples,
+    check_beta_inputs,
     design_matrix,
     load_beta_samples,
     load_betaseries_samples,
@@ -224,6 +225,9 @@ def test_load_beta_samples_from_bids_equals_per_run_betas_and_written_files(tmp_
     conf = sorted(str(p) for p in func.glob("*confounds_timeseries.tsv"))
     events = sorted(str(p) for p in (tmp_path / "bids" / "sub-01" / "func").glob("*events.tsv"))
     X, table, mask_img, meta = load_beta_samples(bold, mask, events, conf, runs=[1, 2])
+    checked = check_beta_inputs(bold, mask, events, conf, runs=[1, 2])
+    pd.testing.assert_frame_equal(checked["table"], table)
+    assert checked["conditions"] == ["face", "house"] and checked["trs"] == [2.0, 2.0]
     assert meta["Samples"] == "lss" and meta["RepetitionTime"] == [2.0, 2.0]
     assert meta["Confounds"] == ["rot_x", "rot_y", "rot_z", "trans_x", "trans_y", "trans_z"]
     assert meta["Design"]["HRFModel"] == "glover" and meta["Design"]["HighPass"] == 0.01
@@ -349,3 +353,5 @@ def test_bad_input_fails_before_the_bold_data_are_read(tmp_path, monkeypatch):
         run_betaseries(bold, mask, events, method="lsa", confounds=["none"])
     with pytest.raises(InputValidationError, match="events.tsv has fewer than 2 trials"):
         run_betaseries(bold, mask, events, conditions=["a", "c"], confounds=["none"])
+    with pytest.raises(InputValidationError, match="events.tsv has fewer than 3 trials"):
+        load_beta_samples([bold], [mask], [events], conditions=["a", "b"], min_trials_per_run=3)

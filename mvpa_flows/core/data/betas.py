@@ -18,6 +18,7 @@ SVDs, and the betas of every voxel come from one matrix product ``filters @ data
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +43,7 @@ __all__ = [
     "DESIGN_DEFAULTS",
     "HRF_MODELS",
     "beta_samples",
-    "betaseries_metadata",
+    "check_beta_inputs",
     "check_design_options",
     "check_trial_counts",
     "check_trial_events",
@@ -244,7 +245,12 @@ def repetition_time(bold_file, tr=None):
             f"No repetition time for {path.name}: {where}. Add RepetitionTime (seconds) "
             "to the BOLD sidecar or pass tr."
         )
-    return check_number(value, f"RepetitionTime of {sidecar.name}", low=0, low_open=True, unit="s")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InputValidationError(
+            f"RepetitionTime of {sidecar.name} must be a number of seconds > 0; got "
+            f"{value!r}. Fix the sidecar or pass tr."
+        )
+    return float(value)
 
 
 # ----------------------------------------------------------------------------- designs
@@ -459,7 +465,7 @@ def _check_confound_array(confounds, names, n_volumes, source="confounds"):
             f"Confound column(s) {bad} of {source} hold NaN or infinite values; fill them "
             "or choose other columns."
         )
-    reserved = [n for n in names if n == "constant" or n.startswith(("drift_", "trial"))]
+    reserved = [n for n in names if re.fullmatch(r"constant|drift_\d+|trial\d+", n)]
     if reserved or len(set(names)) != len(names):
         raise InputValidationError(
             f"Confound names must be unique and differ from the design's own columns "
@@ -781,14 +787,7 @@ def _read_confounds(confounds_file, confounds, n_volumes, source):
     return values, names
 
 
-def _plan_run(bold_img, bold_name, events_file, tr, confounds_file, confounds, opts):
-    events = read_events(events_file)
-    n_volumes = bold_img.shape[3]
-    values, names = _read_confounds(confounds_file, confounds, n_volumes, bold_name)
-    return _RunPlan(events, n_volumes, tr, values, names, opts, Path(events_file).name)
-
-
-def betaseries_metadata(plan, conditions=None):
+def _betaseries_metadata(plan, conditions=None):
     """Sidecar content of a run's betaseries: every design option and what was used."""
     opts = plan.opts
     correlation = neighbour_correlation(plan.design.matrix, plan.events)["correlation"]
@@ -844,7 +843,7 @@ class Betaseries(NamedTuple):
     trials: pd.DataFrame
     """The events modelled, one row per volume of ``img`` (every column of the file)."""
     metadata: dict
-    """Sidecar content (:func:`betaseries_metadata`)."""
+    """Sidecar content: every design option, the confounds used, trial counts."""
     design: pd.DataFrame
     """The run's design matrix with one column per trial (:func:`design_matrix`)."""
 
@@ -901,17 +900,17 @@ def run_betaseries(
         )
     check_same_grid(mask_img, bold_img, Path(mask_file).name, bold_name)
     tr = repetition_time(bold_file, tr)
-    plan = _plan_run(bold_img, bold_name, events_file, tr, confounds_file, confounds, opts)
+    events, events_name = read_events(events_file), Path(events_file).name
     if conditions is not None:
-        check_trial_counts(
-            plan.events["trial_type"], conditions, min_trials_per_run, Path(events_file).name
-        )
+        check_trial_counts(events["trial_type"], conditions, min_trials_per_run, events_name)
+    values, names = _read_confounds(confounds_file, confounds, bold_img.shape[3], bold_name)
+    plan = _RunPlan(events, bold_img.shape[3], tr, values, names, opts, events_name)
     mask = np.asanyarray(mask_img.dataobj) > 0
     betas = plan.betas_of_voxels(_masked_voxels(bold_img, mask, bold_name))
     return Betaseries(
         _betas_to_img(betas, mask, bold_img),
         plan.events,
-        betaseries_metadata(plan, conditions),
+        _betaseries_metadata(plan, conditions),
         plan.design.matrix,
     )
 
@@ -981,8 +980,8 @@ def beta_samples(
     conditions = _compared_conditions(trials, conditions)
     for table, name in zip(trials, names, strict=True):
         check_trial_counts(table["trial_type"], conditions, min_trials_per_run, name)
-    blocks, tables = [], []
-    for values, table, run, name in zip(betas, trials, runs, names, strict=True):
+    blocks = []
+    for values, table, name in zip(betas, trials, names, strict=True):
         if values.shape[0] != len(table):
             raise InputValidationError(
                 f"{name} has {values.shape[0]} betas for {len(table)} trials; give the "
@@ -990,21 +989,9 @@ def beta_samples(
             )
         if standardize == "zscore_run":
             values = _standardize(np.asarray(values, dtype=np.float64), name)
-        keep = np.flatnonzero(table["trial_type"].astype(str).isin(conditions).to_numpy())
-        blocks.append(values[keep])
-        tables.append(
-            pd.DataFrame(
-                {
-                    "run": run,
-                    "volume": keep,
-                    "onset": table["onset"].to_numpy(dtype=float)[keep],
-                    "duration": table["duration"].to_numpy(dtype=float)[keep],
-                    "label": table["trial_type"].astype(str).to_numpy()[keep],
-                }
-            )
-        )
+        blocks.append(values[_kept(table, conditions)])
     X = np.concatenate(blocks, axis=0)
-    table = pd.concat(tables, ignore_index=True)
+    table = _sample_table(trials, runs, conditions)
     counts = table.groupby(["run", "label"]).size().unstack(fill_value=0)
     info = {
         "Conditions": conditions,
@@ -1020,6 +1007,29 @@ def beta_samples(
         "NumberOfVoxels": int(X.shape[1]),
     }
     return X, table, info
+
+
+def _kept(trials, conditions):
+    return np.flatnonzero(trials["trial_type"].astype(str).isin(conditions).to_numpy())
+
+
+def _sample_table(trials, runs, conditions):
+    """run, volume (the trial's index in its run), onset, duration, label."""
+    tables = []
+    for table, run in zip(trials, runs, strict=True):
+        keep = _kept(table, conditions)
+        tables.append(
+            pd.DataFrame(
+                {
+                    "run": run,
+                    "volume": keep,
+                    "onset": table["onset"].to_numpy(dtype=float)[keep],
+                    "duration": table["duration"].to_numpy(dtype=float)[keep],
+                    "label": table["trial_type"].astype(str).to_numpy()[keep],
+                }
+            )
+        )
+    return pd.concat(tables, ignore_index=True)
 
 
 def _compared_conditions(trials, conditions):
@@ -1092,13 +1102,82 @@ def load_betaseries_samples(
     return X, table, mask_img, info
 
 
+def check_beta_inputs(
+    bold_files: Sequence[str],
+    mask_files: Sequence[str],
+    events_files: Sequence[str],
+    confounds_files: Sequence[str | None] | None = None,
+    runs: Sequence | None = None,
+    repetition_times: Sequence[float | None] | None = None,
+    conditions: Sequence[str] | None = None,
+    confounds: Sequence[str] | None = None,
+    min_trials_per_run: int = MIN_TRIALS_PER_RUN,
+    **design,
+):
+    """Validate one subject's runs for beta samples without reading the BOLD data.
+
+    The counterpart of :func:`mvpa_flows.core.data.dataset.check_inputs`: grids
+    (headers and masks), TRs, events, compared conditions and their trial counts,
+    confound columns, and the rank of every run's design(s).
+
+    Returns
+    -------
+    dict
+        ``runs``, ``bold_imgs`` (lazy images), ``bold_names``, ``mask_img``, ``trs``,
+        ``table`` (the samples to come: run, volume, onset, duration, label),
+        ``conditions``, ``confound_names``, ``metadata`` (the runs' betaseries sidecar
+        content) and ``plans`` (what :func:`load_beta_samples` solves with).
+    """
+    opts = check_design_options(**design)
+    n_runs = len(bold_files)
+    if not (len(mask_files) == len(events_files) == n_runs) or n_runs == 0:
+        raise InputValidationError(
+            f"Got {n_runs} BOLD series, {len(mask_files)} masks and {len(events_files)} "
+            "events files; give one of each per run (at least one run)."
+        )
+    runs = list(runs) if runs else list(range(1, n_runs + 1))
+    if len(set(runs)) != n_runs:
+        raise InputValidationError(f"Run labels must be unique per series, got {runs}.")
+    confounds_files = list(confounds_files) if confounds_files else [None] * n_runs
+    repetition_times = list(repetition_times) if repetition_times else [None] * n_runs
+    bold_names = [Path(f).name for f in bold_files]
+    bold_imgs = [nb.load(f) for f in bold_files]
+    mask_img = analysis_mask(
+        [nb.load(f) for f in mask_files], bold_imgs, [Path(f).name for f in mask_files], bold_names
+    )
+    trs = [repetition_time(f, t) for f, t in zip(bold_files, repetition_times, strict=True)]
+    trials = [read_events(f) for f in events_files]
+    event_names = [Path(f).name for f in events_files]
+    conditions = _compared_conditions(trials, conditions)
+    for table, name in zip(trials, event_names, strict=True):
+        check_trial_counts(table["trial_type"], conditions, min_trials_per_run, name)
+    plans = []
+    for img, name, events, tr, conf, ev_name in zip(
+        bold_imgs, bold_names, trials, trs, confounds_files, event_names, strict=True
+    ):
+        values, names = _read_confounds(conf, confounds, img.shape[3], name)
+        plans.append(_RunPlan(events, img.shape[3], tr, values, names, opts, ev_name))
+    return {
+        "runs": runs,
+        "bold_imgs": bold_imgs,
+        "bold_names": bold_names,
+        "mask_img": mask_img,
+        "trs": trs,
+        "table": _sample_table([plan.events for plan in plans], runs, conditions),
+        "conditions": conditions,
+        "confound_names": sorted({c for plan in plans for c in plan.confound_names}),
+        "metadata": [_betaseries_metadata(plan, conditions) for plan in plans],
+        "plans": plans,
+    }
+
+
 def load_beta_samples(
     bold_files: Sequence[str],
     mask_files: Sequence[str],
     events_files: Sequence[str],
     confounds_files: Sequence[str | None] | None = None,
     runs: Sequence | None = None,
-    repetition_times: Sequence[float] | None = None,
+    repetition_times: Sequence[float | None] | None = None,
     conditions: Sequence[str] | None = None,
     confounds: Sequence[str] | None = None,
     standardize: str = "zscore_run",
@@ -1109,15 +1188,16 @@ def load_beta_samples(
 
     The counterpart of :func:`mvpa_flows.core.data.dataset.load_samples` for
     event-related designs: confounds enter each GLM as regressors and drift is modelled
-    in the design (no separate cleaning). Every run is checked (grids, TR, events,
-    trial counts, confounds, design rank) before any BOLD data are read.
+    in the design (no separate cleaning). Every run is checked first
+    (:func:`check_beta_inputs`), before any BOLD data are read.
 
     Parameters
     ----------
     bold_files, mask_files, events_files : one per run, aligned
     confounds_files : one per run (None where absent), or None
     runs : run labels (cross-validation groups); default 1..n
-    repetition_times : per run; default the BOLD sidecars' RepetitionTime
+    repetition_times : per run (None entries too); default the BOLD sidecars'
+        RepetitionTime
     conditions : trial_type values kept as samples; default every trial_type
     confounds : confound columns (None: motion when present; ``["none"]``: none)
     standardize : "zscore_run" (each voxel over each run's trials) or "none"
@@ -1131,44 +1211,29 @@ def load_beta_samples(
     mask_img : the analysis mask (intersection of the runs' masks)
     info : dict describing what was used (for sidecars and reports)
     """
-    opts = check_design_options(**design)
-    n_runs = len(bold_files)
-    if not (len(mask_files) == len(events_files) == n_runs) or n_runs == 0:
-        raise InputValidationError(
-            f"Got {n_runs} BOLD series, {len(mask_files)} masks and {len(events_files)} "
-            "events files; give one of each per run (at least one run)."
-        )
-    runs = list(runs) if runs else list(range(1, n_runs + 1))
-    confounds_files = list(confounds_files) if confounds_files else [None] * n_runs
-    repetition_times = list(repetition_times) if repetition_times else [None] * n_runs
-    bold_names = [Path(f).name for f in bold_files]
-    bold_imgs = [nb.load(f) for f in bold_files]
-    mask_img = analysis_mask(
-        [nb.load(f) for f in mask_files], bold_imgs, [Path(f).name for f in mask_files], bold_names
-    )
-    trs = [repetition_time(f, t) for f, t in zip(bold_files, repetition_times, strict=True)]
-    plans = [
-        _plan_run(img, name, ev, tr, conf, confounds, opts)
-        for img, name, ev, tr, conf in zip(
-            bold_imgs, bold_names, events_files, trs, confounds_files, strict=True
-        )
-    ]
-    trials = [plan.events for plan in plans]
-    event_names = [Path(f).name for f in events_files]
-    conditions = _compared_conditions(trials, conditions)
-    for table, name in zip(trials, event_names, strict=True):
-        check_trial_counts(table["trial_type"], conditions, min_trials_per_run, name)
-    mask = np.asanyarray(mask_img.dataobj) > 0
+    check_option(standardize, "standardize", STANDARDIZE_CHOICES)
+    checked = check_beta_inputs(
+        bold_files, mask_files, events_files, confounds_files, runs, repetition_times,
+        conditions, confounds, min_trials_per_run, **design,
+    )  # fmt:skip
+    mask = np.asanyarray(checked["mask_img"].dataobj) > 0
+    plans = checked["plans"]
     betas = [
         plan.betas_of_voxels(_masked_voxels(img, mask, name))
-        for plan, img, name in zip(plans, bold_imgs, bold_names, strict=True)
+        for plan, img, name in zip(plans, checked["bold_imgs"], checked["bold_names"], strict=True)
     ]
     X, table, info = beta_samples(
-        betas, trials, runs, conditions, standardize, min_trials_per_run, event_names
+        betas,
+        [plan.events for plan in plans],
+        checked["runs"],
+        checked["conditions"],
+        standardize,
+        min_trials_per_run,
+        [Path(f).name for f in events_files],
     )
-    info.update(design_info([betaseries_metadata(plan, conditions) for plan in plans]))
-    info["VoxelSize"] = [float(z) for z in bold_imgs[0].header.get_zooms()[:3]]
-    return X, table, mask_img, info
+    info.update(design_info(checked["metadata"]))
+    info["VoxelSize"] = [float(z) for z in checked["bold_imgs"][0].header.get_zooms()[:3]]
+    return X, table, checked["mask_img"], info
 
 
 _DESIGN_KEYS = (

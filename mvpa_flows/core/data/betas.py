@@ -266,16 +266,39 @@ def _internal_names(n_trials):
     return [f"trial{i:0{width}d}" for i in range(n_trials)]
 
 
+class _Kernel:
+    """One of nilearn's HRF kernel functions, evaluated once per (TR, oversampling).
+
+    Passed to ``make_first_level_design_matrix`` as ``hrf_model``, it hands nilearn the
+    very kernel the model's name selects, without recomputing it for every trial_type
+    (one per trial here): the regressors are the same, bit for bit.
+    """
+
+    def __init__(self, function, name):
+        self.function, self.__name__, self._cache = function, name, {}
+
+    def __call__(self, t_r, oversampling=OVERSAMPLING):
+        key = (float(t_r), int(oversampling))
+        if key not in self._cache:
+            self._cache[key] = self.function(t_r, oversampling)
+        return self._cache[key]
+
+
+#: column suffixes of nilearn's named models, per kernel
+_KERNEL_SUFFIXES = {"hrf": "", "derivative": "_derivative", "dispersion": "_dispersion"}
+
+
 def _hrf_kernels(hrf_model):
-    """nilearn's kernel functions of ``hrf_model`` (main response first)."""
+    """nilearn's kernels of ``hrf_model`` (main response first), as cached callables
+    named ``hrf``, ``derivative``, ``dispersion``."""
     from nilearn.glm.first_level import hemodynamic_models as hm
 
     family = "spm" if hrf_model.startswith("spm") else "glover"
-    kernels = [getattr(hm, f"{family}_hrf")]
+    kernels = [_Kernel(getattr(hm, f"{family}_hrf"), "hrf")]
     if "derivative" in hrf_model:
-        kernels.append(getattr(hm, f"{family}_time_derivative"))
+        kernels.append(_Kernel(getattr(hm, f"{family}_time_derivative"), "derivative"))
     if "dispersion" in hrf_model:
-        kernels.append(getattr(hm, f"{family}_dispersion_derivative"))
+        kernels.append(_Kernel(getattr(hm, f"{family}_dispersion_derivative"), "dispersion"))
     return kernels
 
 
@@ -321,12 +344,11 @@ class _RunDesign:
         trial_events = pd.DataFrame(
             {"onset": events["onset"], "duration": events["duration"], "trial_type": internal}
         )
-        matrix = _nilearn_design(
-            self.times, trial_events, opts["hrf_model"], opts, confounds, confound_names
-        )
         kernels = _hrf_kernels(opts["hrf_model"])
-        suffixes = ["", "_derivative", "_dispersion"][: len(kernels)]
-        own_names = [[f"{name}{s}" for s in suffixes] for name in internal]
+        # a list of kernels is orthogonalised per trial like nilearn's named models
+        model = kernels if len(kernels) > 1 else kernels[0]
+        matrix = _nilearn_design(self.times, trial_events, model, opts, confounds, confound_names)
+        own_names = [[f"{name}_{kernel.__name__}" for kernel in kernels] for name in internal]
         self.own = np.stack([matrix[cols].to_numpy() for cols in own_names], axis=1)  # (n, m, k)
         trial_columns = {c for cols in own_names for c in cols}
         self.nuisance_names = [c for c in matrix.columns if c not in trial_columns]
@@ -336,15 +358,14 @@ class _RunDesign:
         else:
             raw = [self.own[:, :, 0]]
             for kernel in kernels[1:]:
-                part = _nilearn_design(
-                    self.times, trial_events, kernel, {**opts, "drift_model": None}
-                )
+                no_drift = {**opts, "drift_model": None}
+                part = _nilearn_design(self.times, trial_events, kernel, no_drift)
                 raw.append(part[[f"{n}_{kernel.__name__}" for n in internal]].to_numpy())
             self.raw = np.stack(raw, axis=2)
         rename = {
-            f"{n}{s}": f"{label}{s}"
+            f"{n}_{kernel.__name__}": f"{label}{_KERNEL_SUFFIXES[kernel.__name__]}"
             for n, label in zip(internal, self.labels, strict=True)
-            for s in suffixes
+            for kernel in kernels
         }
         self.matrix = matrix.rename(columns=rename)
         self.matrix = self.matrix[
@@ -633,7 +654,7 @@ class _RunPlan:
         self.design = _RunDesign(self.events, n_volumes, tr, confounds, confound_names, opts)
         self.filters = _trial_filters(self.design, opts["method"], name)
 
-    def betas(self, data, chunk=16384):
+    def betas(self, data, chunk=2048):
         """Betas (n_trials, n_voxels) of the (n_volumes, n_voxels) ``data``, in float64."""
         out = np.empty((self.filters.shape[0], data.shape[1]))
         for start in range(0, data.shape[1], chunk):
@@ -641,7 +662,7 @@ class _RunPlan:
             out[:, start : start + chunk] = self.filters @ block
         return out
 
-    def betas_of_voxels(self, values, chunk=16384):
+    def betas_of_voxels(self, values, chunk=2048):
         """Betas (n_trials, n_voxels) of voxel-major ``values`` (n_voxels, n_volumes), the
         layout of masked image data; converted to float64 a block of voxels at a time."""
         out = np.empty((self.filters.shape[0], values.shape[0]))

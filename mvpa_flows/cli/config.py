@@ -61,6 +61,7 @@ class RunConfig:
     write_graph: bool = False
     verbose: int = 0
     command_line: str = ""
+    log_file: Path | None = None
     subject_data: dict = field(default_factory=dict)
 
     @property

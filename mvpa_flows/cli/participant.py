@@ -134,6 +134,7 @@ def run_participant(config):
     """Run the participant level; return the exit code."""
     from mvpa_flows.cli.execution import run_workflow
     from mvpa_flows.workflows.base import init_mvpa_flows_wf
+    from mvpa_flows.workflows.reports import methods_of
 
     collect(config)
     logger.info(
@@ -150,7 +151,7 @@ def run_participant(config):
     workflow = init_mvpa_flows_wf(config)
     crash_dir = config.output_dir / "logs" / "crash"
     code = run_workflow(workflow, config, crash_dir)
-    write_reports(config, crash_dir)
+    write_reports(config, crash_dir, methods_of(workflow))
     if code == 0:
         print(
             f"mvpa-flows: participant level finished; outputs in {config.output_dir}",
@@ -159,32 +160,33 @@ def run_participant(config):
     return code
 
 
-def write_reports(config, crash_dir):
-    """One HTML report per subject and logs/CITATION.md; never changes the exit code."""
-    from mvpa_flows.interfaces.reports import subject_report, write_citation
+def write_reports(config, crash_dir, texts):
+    """One HTML report per subject and ``logs/CITATION.md``; never changes the exit code.
 
-    params = config.parameters()
-    for subject, data in config.subject_data.items():
-        summary = {
-            "task": config.task,
-            "space": config.space,
-            "runs": data["runs"],
-            "command_line": config.command_line,
-            "repetition_time": [m.get("RepetitionTime") for m in data["bold_metadata"]],
-            "volumes": [_n_volumes(f) for f in data["bold"]],
-        }
+    ``texts`` are the methods texts the workflow carries; they are filled from the
+    sidecars of the subjects' outputs.
+    """
+    from mvpa_flows.interfaces.reports import (
+        index_outputs,
+        write_citation,
+        write_subject_report,
+    )
+
+    subjects = list(config.subject_data)
+    for subject in subjects:
         try:
-            path = subject_report(
-                config.output_dir, subject, summary, params, config.analyses, crash_dir
+            path = write_subject_report(
+                config.output_dir,
+                subject,
+                texts,
+                config.analyses,
+                crash_dir,
+                log_file=config.log_file,
+                command_line=config.command_line,
             )
             logger.info("Report: %s", path)
-        except Exception as err:  # noqa: BLE001 - a failed figure must not hide results
+        except Exception as err:  # noqa: BLE001 - a failed report must not hide results
             logger.warning("Could not write the report of sub-%s: %s", subject, err)
-    write_citation(config.output_dir, params, config.analyses, "participant")
-
-
-def _n_volumes(path):
-    import nibabel as nb
-
-    shape = nb.load(path).shape
-    return shape[3] if len(shape) > 3 else 1
+    files = index_outputs(config.output_dir, subjects=subjects)
+    files = [f for f in files if f["entities"].get("subject") in subjects]
+    write_citation(config.output_dir / "logs" / "CITATION.md", texts, files)

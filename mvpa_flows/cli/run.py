@@ -82,13 +82,16 @@ def main(argv=None):
         config = build_config(args, ["mvpa-flows", *argv])
         check_paths(config)
         _setup_logging(config.verbose)
-        if config.analysis_level == "participant":
-            from mvpa_flows.cli.participant import run_participant
+        from mvpa_flows.cli.log import run_log
 
-            return run_participant(config)
-        from mvpa_flows.cli.group import run_group
+        with run_log(config):
+            if config.analysis_level == "participant":
+                from mvpa_flows.cli.participant import run_participant
 
-        return run_group(config)
+                return run_participant(config)
+            from mvpa_flows.cli.group import run_group
+
+            return run_group(config)
     except UsageError as err:
         print(f"mvpa-flows: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -4,6 +4,15 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from mvpa_flows.interfaces.ftest import FTest
+from mvpa_flows.interfaces.reports import MethodsText
+
+#: Methods text, filled from the sidecar of the F map.
+METHODS = MethodsText(
+    "A univariate one-way ANOVA F-test across the conditions was computed at every voxel "
+    "(the statistic of scikit-learn's f_classif [@sklearn]; {DegreesOfFreedom} degrees of "
+    "freedom).",
+    describes={"desc": "anova", "suffix": "statmap", "stat": "F"},
+)
 
 
 def init_ftest_wf(*, name="ftest_wf"):
@@ -47,6 +56,7 @@ def init_ftest_wf(*, name="ftest_wf"):
     from nipype.pipeline.engine import Workflow
 
     workflow = Workflow(name=name)
+    workflow.__desc__ = METHODS
     inputnode = pe.Node(
         niu.IdentityInterface(fields=["data_file", "samples_file", "mask_file"]),
         name="inputnode",

@@ -4,12 +4,22 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from mvpa_flows.interfaces.bids import DerivativesDataSink
+from mvpa_flows.interfaces.reports import MethodsText
 from mvpa_flows.interfaces.searchlight import STAT_LABELS
 from mvpa_flows.workflows.ftest import init_ftest_wf
 from mvpa_flows.workflows.prepare import init_prepare_wf
+from mvpa_flows.workflows.reports import init_ftest_report_wf, init_searchlight_report_wf
 from mvpa_flows.workflows.searchlight import init_searchlight_wf
 
 PARTICIPANT_ANALYSES = ("ftest", "searchlight")
+
+#: Methods text, filled from the sidecar of the samples table.
+METHODS = MethodsText(
+    "Multivariate pattern analyses were performed with mvpa_flows {GeneratedBy} "
+    "[@mvpa_flows], a BIDS-App built on Nipype [@nipype], on data preprocessed with fMRIPrep "
+    "[@fmriprep]; inputs were queried with PyBIDS [@pybids].",
+    describes={"suffix": "samples"},
+)
 
 #: Input fields of :func:`init_mvpa_wf`; fMRIPrep's own names are accepted as aliases.
 INPUT_FIELDS = [
@@ -136,6 +146,7 @@ def init_mvpa_wf(
             f"from {list(PARTICIPANT_ANALYSES)}."
         )
     workflow = Workflow(name=name)
+    workflow.__desc__ = METHODS
     inputnode = pe.Node(
         niu.IdentityInterface(fields=INPUT_FIELDS + list(FMRIPREP_ALIASES)), name="inputnode"
     )
@@ -263,7 +274,33 @@ def init_mvpa_wf(
                 (prepare_wf, ds, [("outputnode.contrast", "contrast")]),
                 (analysis_wf, outputnode, [(f"outputnode.{field}", out_field)]),
             ])  # fmt:skip
+    _add_reports(workflow, analysis_maps, output_dir, dataset_links, searchlight)
     return workflow
+
+
+def _add_reports(workflow, analysis_maps, output_dir, dataset_links, searchlight):
+    """Figures of each analysis, made inside the graph and stored under ``figures/``."""
+    prepare_wf, sources = workflow.get_node("prepare_wf"), workflow.get_node("sources")
+    for name, (analysis_wf, _) in analysis_maps.items():
+        if name == "searchlight":
+            options = dict(searchlight or {})
+            report_wf = init_searchlight_report_wf(
+                output_dir=output_dir,
+                dataset_links=dataset_links,
+                stat=STAT_LABELS[options.get("scoring", "accuracy")],
+                n_permutations=options.get("n_permutations", 0),
+            )
+            maps = [("score_map", "score_map"), ("p_map", "p_map")]
+        else:
+            report_wf = init_ftest_report_wf(output_dir=output_dir, dataset_links=dataset_links)
+            maps = [("f_map", "f_map"), ("p_map", "p_map")]
+        workflow.connect([
+            (analysis_wf, report_wf, [(f"outputnode.{a}", f"inputnode.{b}") for a, b in maps]),
+            (workflow.get_node(f"{name}_metadata"), report_wf, [("out", "inputnode.metadata")]),
+            (prepare_wf, report_wf, [("outputnode.mean_bold", "inputnode.mean_bold"),
+                                     ("outputnode.contrast", "inputnode.contrast")]),
+            (sources, report_wf, [("out", "inputnode.source_files")]),
+        ])  # fmt:skip
 
 
 def _listify(value):

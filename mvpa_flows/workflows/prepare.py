@@ -3,7 +3,18 @@
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from mvpa_flows.interfaces.reports import MethodsText
 from mvpa_flows.interfaces.samples import PrepareSamples
+
+#: Methods text, filled from the sidecar of the samples table.
+METHODS = MethodsText(
+    "Each volume was labelled with the condition ({Conditions}) of the event covering its "
+    "acquisition time, event onsets being delayed by {HRFDelay}; runs ({Runs}) served as "
+    "cross-validation groups. Within each run, the time series of the {NumberOfVoxels} voxels "
+    "inside the intersection of the runs' brain masks were cleaned with nilearn [@nilearn]: "
+    "{Confounds}[[, {Detrend}]][[ and {Standardize}]].",
+    describes={"suffix": "samples"},
+)
 
 
 def init_prepare_wf(
@@ -81,6 +92,7 @@ def init_prepare_wf(
     from nipype.pipeline.engine import Workflow
 
     workflow = Workflow(name=name)
+    workflow.__desc__ = METHODS
     inputnode = pe.Node(
         niu.IdentityInterface(
             fields=[

@@ -3,7 +3,19 @@
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from mvpa_flows.interfaces.searchlight import MergeSearchlight, SearchlightChunk
+from mvpa_flows.interfaces.reports import MethodsText
+from mvpa_flows.interfaces.searchlight import STAT_LABELS, MergeSearchlight, SearchlightChunk
+
+#: Methods text, filled from the sidecars of the score maps.
+METHODS = MethodsText(
+    "Searchlight decoding [@searchlight; @haxby2001] used spheres of {Radius} radius (every "
+    "mask voxel whose centre lies within the radius: {SphereSize}), the {EstimatorDefinition} "
+    "classifier of scikit-learn [@sklearn] computed by {Engine}, and {CrossValidation} "
+    "cross-validation ({NumberOfFolds} folds), scored by {Scoring} (chance level "
+    "{ChanceLevel})[[; voxel-wise p-values came from {NumberOfPermutations} permutations of "
+    "the labels within runs]].",
+    describes={"desc": "searchlight", "suffix": "statmap", "stat": list(STAT_LABELS.values())},
+)
 
 
 def init_searchlight_wf(
@@ -84,6 +96,7 @@ def init_searchlight_wf(
     from nipype.pipeline.engine import Workflow
 
     workflow = Workflow(name=name)
+    workflow.__desc__ = METHODS
     inputnode = pe.Node(
         niu.IdentityInterface(fields=["data_file", "samples_file", "mask_file"]),
         name="inputnode",

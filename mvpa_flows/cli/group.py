@@ -28,34 +28,48 @@ def run_group(config):
     """Run the group analyses chosen in ``config.analyses``; return the exit code."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
     write_dataset_description(config.output_dir, config.dataset_links)
-    code = 0
-    if "hyperalignment" in config.analyses:
-        code = run_hyperalignment(config)
-    if code == 0 and "searchlight" in config.analyses:
-        code = run_group_searchlight(config)
-    _write_group_report(config)
+    code, described = 0, {"texts": [], "subjects": set()}
+    try:
+        if "hyperalignment" in config.analyses:
+            code = run_hyperalignment(config, described)
+        if code == 0 and "searchlight" in config.analyses:
+            code = run_group_searchlight(config, described)
+    finally:
+        _write_group_report(config, described)
     if code == 0:
         print(f"mvpa-flows: group level finished; outputs in {config.output_dir}", file=sys.stderr)
     return code
 
 
-def _write_group_report(config):
-    from mvpa_flows.interfaces.reports import group_report, write_citation
+def _write_group_report(config, described):
+    """``group.html`` and ``logs/CITATION_group.md`` from the sidecars of what ran.
 
-    summary = {"task": config.task, "space": config.space, "command_line": config.command_line}
-    params = config.parameters()
+    ``described`` holds the methods texts of the workflows that ran and the subjects
+    whose participant outputs they used (their sidecars describe how those were made).
+    """
+    from mvpa_flows.interfaces.reports import index_outputs, write_citation, write_group_report
+
+    subjects = sorted(described["subjects"])
+    files = [
+        f
+        for f in index_outputs(config.output_dir, subjects=subjects)
+        if f["entities"].get("subject") in (None, *subjects)
+    ]
     try:
-        path = group_report(
+        path = write_group_report(
             config.output_dir,
-            summary,
-            params,
+            described["texts"],
             config.analyses,
+            files,
             config.output_dir / "logs" / "crash",
+            log_file=config.log_file,
+            command_line=config.command_line,
         )
         logger.info("Report: %s", path)
-    except Exception as err:  # noqa: BLE001 - a failed figure must not hide results
+    except Exception as err:  # noqa: BLE001 - a failed report must not hide results
         logger.warning("Could not write the group report: %s", err)
-    write_citation(config.output_dir, params, config.analyses, "group")
+    citation = config.output_dir / "logs" / "CITATION_group.md"
+    write_citation(citation, described["texts"], files, title="Methods (group level)")
 
 
 # ----------------------------------------------------------------------- hyperalignment
@@ -167,7 +181,7 @@ def _roi(config, files, reference, model):
     return str(tmp), f"bids::{rel}"
 
 
-def run_hyperalignment(config):
+def run_hyperalignment(config, described):
     """Hyperalign every selected subject and evaluate it; return the exit code."""
     from mvpa_flows.cli.execution import run_workflow
     from mvpa_flows.cli.participant import collect_files
@@ -223,6 +237,9 @@ def run_hyperalignment(config):
     ]
     inputs.roi_mask = roi_file
     inputs.roi_mask_uri = roi_uri
+    from mvpa_flows.workflows.reports import methods_of
+
+    described["texts"] += methods_of(workflow)
     top = _top_workflow(config, workflow)
     return run_workflow(top, config, config.output_dir / "logs" / "crash")
 
@@ -282,10 +299,11 @@ def find_searchlight_maps(output_dir, subjects=None, task=None, space=None, cont
     return found
 
 
-def run_group_searchlight(config):
+def run_group_searchlight(config, described):
     """Group statistics of the participant searchlight maps; return the exit code."""
     from mvpa_flows.cli.execution import run_workflow
     from mvpa_flows.workflows.group import init_group_searchlight_wf
+    from mvpa_flows.workflows.reports import methods_of
 
     found = find_searchlight_maps(
         config.output_dir,
@@ -300,23 +318,19 @@ def run_group_searchlight(config):
             f"{[str(p.name) for p, _ in found]}."
         )
     maps = [str(p) for p, _ in found]
-    masks = []
+    masks, means = [], []
     chance = set()
     for path, ents in found:
         meta = json.loads(Path(str(path).replace(".nii.gz", ".json")).read_text())
         chance.add(float(meta["ChanceLevel"]))
-        mask = output_path(
-            {
-                "subject": ents["subject"],
-                "task": ents["task"],
-                "space": ents["space"],
-                "desc": "analysis",
-                "suffix": "mask",
-            }
-        )
+        subject = {"subject": ents["subject"], "task": ents["task"], "space": ents["space"]}
+        mask = output_path({**subject, "desc": "analysis", "suffix": "mask"})
         if not (config.output_dir / mask).is_file():
             raise NoInputFilesError(f"{mask} is missing from {config.output_dir}.")
         masks.append(str(config.output_dir / mask))
+        means.append(
+            str(config.output_dir / output_path({**subject, "desc": "mean", "suffix": "bold"}))
+        )
     if len(chance) != 1:
         raise InputValidationError(f"The maps have different chance levels {sorted(chance)}.")
     ents = found[0][1]
@@ -333,7 +347,18 @@ def run_group_searchlight(config):
     )
     workflow.inputs.inputnode.score_maps = maps
     workflow.inputs.inputnode.mask_files = masks
+    workflow.inputs.inputnode.mean_bold = [m for m in means if Path(m).is_file()] or masks
+    described["texts"] += _participant_methods(config) + methods_of(workflow)
+    described["subjects"].update(e["subject"] for _, e in found)
     logger.info("Group searchlight statistics over %d subjects", len(maps))
     return run_workflow(
         _top_workflow(config, workflow), config, config.output_dir / "logs" / "crash"
     )
+
+
+def _participant_methods(config):
+    """Methods texts of the participant searchlight that made the maps."""
+    from mvpa_flows.workflows.participant import init_mvpa_wf
+    from mvpa_flows.workflows.reports import methods_of
+
+    return methods_of(init_mvpa_wf(output_dir=str(config.output_dir), analyses=["searchlight"]))

@@ -16,6 +16,7 @@ from nipype.interfaces.base import (
 
 from mvpa_flows.core.alignment.evaluate import hyperalign_and_evaluate, save_template
 from mvpa_flows.core.alignment.xfm import save_transform
+from mvpa_flows.core.data.cleaning import select_confounds
 from mvpa_flows.core.data.dataset import load_timeseries
 from mvpa_flows.core.data.samples import build_sample_table, read_events
 from mvpa_flows.core.errors import InputValidationError
@@ -54,6 +55,7 @@ class _PrepareTimeseriesOutputSpec(TraitedSpec):
     train_file = File(exists=True, desc="training time series (.npy, volumes x voxels)")
     test_file = File(exists=True, desc="test samples (.npy)")
     test_samples_file = File(exists=True, desc="test sample table (run, volume, label)")
+    confounds_used = traits.List(traits.Str, desc="confound columns regressed out")
 
 
 class PrepareTimeseries(SimpleInterface):
@@ -91,6 +93,9 @@ class PrepareTimeseries(SimpleInterface):
             detrend=self.inputs.detrend,
             standardize=self.inputs.standardize,
         )
+        self._results["confounds_used"] = confounds_used(
+            pick(self.inputs.confounds_file), self.inputs.confounds
+        )
         n_train = len(self.inputs.train_runs)
         train, test = series[:n_train], series[n_train:]
         if self.inputs.mode == "conditions":
@@ -122,6 +127,15 @@ class PrepareTimeseries(SimpleInterface):
         return runtime
 
 
+def confounds_used(confounds_files, confounds):
+    """Confound columns the cleaning regresses out of these runs (sorted, no duplicates)."""
+    used = set()
+    for path in confounds_files:
+        frame = pd.read_csv(path, sep="\t", nrows=1) if path else None
+        used.update(select_confounds(frame, confounds, source=os.path.basename(path or ""))[1])
+    return sorted(used)
+
+
 class _HyperalignGroupInputSpec(BaseInterfaceInputSpec):
     subjects = traits.List(traits.Str, mandatory=True, desc="subject labels")
     train_files = traits.List(File(exists=True), mandatory=True, desc="training data")
@@ -134,6 +148,10 @@ class _HyperalignGroupInputSpec(BaseInterfaceInputSpec):
     train_runs = traits.List(traits.Int, mandatory=True, desc="alignment runs")
     test_runs = traits.List(traits.Int, mandatory=True, desc="test runs")
     hyperalignment_params = traits.Dict(desc="parameters of hyperalign()")
+    confounds_used = traits.List(
+        traits.List(traits.Str), desc="confound columns regressed out, per subject"
+    )
+    cleaning = traits.Dict(desc="cleaning settings for the sidecars (Detrend, Standardize, ...)")
 
 
 class _HyperalignGroupOutputSpec(TraitedSpec):
@@ -203,8 +221,20 @@ class HyperalignGroup(SimpleInterface):
             },
             "ChanceLevel": float(scores["chance"].iloc[0]),
             "Notes": str(scores.attrs.get("notes", "")),
+            "Confounds": _per_subject(self.inputs.subjects, self.inputs.confounds_used),
+            **(self.inputs.cleaning or {}),
         }
         return runtime
+
+
+def _per_subject(subjects, values):
+    """One value when every subject shares it, else ``{subject: value}``."""
+    values = list(values or [])
+    if not values:
+        return None
+    if all(v == values[0] for v in values):
+        return values[0]
+    return dict(zip(subjects, values, strict=True))
 
 
 class _GroupSearchlightStatsInputSpec(BaseInterfaceInputSpec):
@@ -277,5 +307,8 @@ class GroupSearchlightStats(SimpleInterface):
             "ExactPermutation": bool(stats["exact"]),
             "RandomSeed": self.inputs.random_seed,
             "NumberOfVoxels": int(mask.sum()),
+            "MinimumAttainableP": 1.0 / stats["n_perm"]
+            if stats["exact"]
+            else 1.0 / (stats["n_perm"] + 1),
         }
         return runtime

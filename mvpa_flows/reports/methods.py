@@ -131,6 +131,11 @@ def cv_words(description):
 
 def confounds_words(names):
     """What was regressed out, in words (an empty list says none was)."""
+    if isinstance(names, dict):
+        grouped = {}
+        for subject, columns in names.items():
+            grouped.setdefault(confounds_words(columns), []).append(f"sub-{subject}")
+        return "; ".join(f"{text} ({join_words(subs)})" for text, subs in grouped.items())
     names = list(names or [])
     if not names:
         return "no confound regression"
@@ -158,6 +163,8 @@ WORDS = {
     "SegmentLength": lambda v: f"{number(v)} s",
     "RepetitionTime": lambda v: join_words(f"{number(t)} s" for t in dict.fromkeys(_list(v))),
     "Confounds": confounds_words,
+    "TrainingRuns": lambda v: ("run " if len(_list(v)) == 1 else "runs ") + join_words(_list(v)),
+    "TestRuns": lambda v: ("run " if len(_list(v)) == 1 else "runs ") + join_words(_list(v)),
     "Detrend": lambda v: "linear detrending" if v else "",
     "Standardize": lambda v: (
         "z-scoring of every voxel within each run" if v == "zscore_run" else ""

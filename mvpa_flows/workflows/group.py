@@ -9,6 +9,35 @@ from mvpa_flows.interfaces.group import (
     HyperalignGroup,
     PrepareTimeseries,
 )
+from mvpa_flows.interfaces.reports import MethodsText
+from mvpa_flows.workflows.reports import init_bsc_report_wf, init_group_searchlight_report_wf
+
+#: Methods text shared by the group analyses, filled from the sidecars of group outputs.
+GROUP_METHODS = MethodsText(
+    "Group analyses were performed with mvpa_flows {GeneratedBy} [@mvpa_flows], a BIDS-App "
+    "built on Nipype [@nipype], on data preprocessed with fMRIPrep [@fmriprep].",
+    describes={"subject": None, "suffix": ["scores", "statmap"]},
+)
+#: Methods text of hyperalignment, filled from the sidecar of the classification table.
+HYPERALIGNMENT_METHODS = MethodsText(
+    "The time series of the {NumberOfFeatures} voxels of the region of interest "
+    "were cleaned within each run with nilearn [@nilearn]: {Confounds}[[, {Detrend}]][[ and "
+    "{Standardize}]]. Subjects were aligned into a common model space with Procrustes "
+    "hyperalignment [@haxby2011] (PyMVPA's three-level algorithm [@pymvpa]) estimated on "
+    "{TrainingRuns} ({TrainingSamples} samples), and evaluated by leave-one-subject-out "
+    "between-subject classification of {BSCMode}[[ of {SegmentLength}]] on {TestRuns}, "
+    "against anatomical alignment (chance level {ChanceLevel}).",
+    describes={"desc": "bsc", "suffix": "scores"},
+)
+#: Methods text of the group searchlight, filled from the sidecar of the group t map.
+GROUP_SEARCHLIGHT_METHODS = MethodsText(
+    "The searchlight maps of {NumberOfSubjects} subjects were tested against "
+    "chance ({ChanceLevel}) with a one-sample t-test at each of the {NumberOfVoxels} voxels "
+    "present in every subject; family-wise error was controlled with the maximum t over "
+    "{NumberOfPermutations} sign flips ({ExactPermutation}) [@nichols].[[ "
+    "{MinimumAttainableP}]]",
+    describes={"desc": "searchlightgroup", "suffix": "statmap", "stat": "t"},
+)
 
 
 def _sink(
@@ -118,6 +147,7 @@ def init_group_hyperalignment_wf(
 
     model = model_label or f"{task}HA"
     workflow = Workflow(name=name)
+    workflow.__desc__ = [GROUP_METHODS, HYPERALIGNMENT_METHODS]
     inputnode = pe.Node(
         niu.IdentityInterface(
             fields=[
@@ -166,6 +196,7 @@ def init_group_hyperalignment_wf(
             train_runs=list(train_runs),
             test_runs=list(test_runs),
             hyperalignment_params=dict(hyperalignment_params or {}),
+            cleaning=_cleaning(detrend, standardize, hrf_delay if mode == "conditions" else None),
         ),
         name="hyperalign",
     )
@@ -215,6 +246,7 @@ def init_group_hyperalignment_wf(
                               ("repetition_time", "repetition_time"),
                               ("roi_mask", "roi_mask")]),
         (inputnode, fit, [("roi_mask", "roi_mask")]),
+        (prepare, fit, [("confounds_used", "confounds_used")]),
         (prepare, fit, [("train_file", "train_files"), ("test_file", "test_files"),
                         ("test_samples_file", "test_samples_files")]),
         (inputnode, sources, [("bold_file", "bold_file"), ("events_file", "events_file")]),
@@ -232,11 +264,23 @@ def init_group_hyperalignment_wf(
         (fit, outputnode, [("transform_files", "transform_files"),
                            ("scores_file", "scores_file")]),
     ])  # fmt:skip
+    report_wf = init_bsc_report_wf(output_dir=output_dir, dataset_links=dataset_links)
+    report_wf.inputs.inputnode.base_entities = group_entities
+    workflow.connect([
+        (fit, report_wf, [("scores_file", "inputnode.scores_file")]),
+        (meta, report_wf, [("out", "inputnode.metadata")]),
+        (sources, report_wf, [("flat", "inputnode.source_files")]),
+    ])  # fmt:skip
     ds_model.inputs.metadata = {
         "Description": "Common model space: the hyperalignment template.",
         "SpatialReference": space or "native",
     }
     return workflow
+
+
+def _cleaning(detrend, standardize, hrf_delay):
+    values = {"Detrend": bool(detrend), "Standardize": standardize, "HRFDelay": hrf_delay}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _flat_sources(bold_file, events_file):
@@ -308,6 +352,8 @@ def init_group_searchlight_wf(
         Participant searchlight maps (one per subject, same space).
     mask_files
         Their analysis masks.
+    mean_bold
+        The subjects' mean EPIs (averaged: the figures' background).
 
     Outputs
     -------
@@ -317,8 +363,9 @@ def init_group_searchlight_wf(
     from nipype.pipeline.engine import Workflow
 
     workflow = Workflow(name=name)
+    workflow.__desc__ = [GROUP_METHODS, GROUP_SEARCHLIGHT_METHODS]
     inputnode = pe.Node(
-        niu.IdentityInterface(fields=["score_maps", "mask_files"]), name="inputnode"
+        niu.IdentityInterface(fields=["score_maps", "mask_files", "mean_bold"]), name="inputnode"
     )
     outputnode = pe.Node(
         niu.IdentityInterface(fields=["t_map", "p_map", "mean_map"]), name="outputnode"
@@ -352,8 +399,17 @@ def init_group_searchlight_wf(
             (inputnode, node, [("score_maps", "source_files")]),
             (stats, outputnode, [(field, field)]),
         ])  # fmt:skip
+    report_wf = init_group_searchlight_report_wf(
+        output_dir=output_dir, dataset_links=dataset_links
+    )
+    report_wf.inputs.inputnode.contrast = contrast
     workflow.connect([
         (inputnode, stats, [("score_maps", "score_maps"), ("mask_files", "mask_files")]),
+        (inputnode, report_wf, [("mean_bold", "inputnode.mean_bold")]),
+        (stats, report_wf, [("t_map", "inputnode.t_map"), ("p_map", "inputnode.p_map"),
+                            (("metadata", _listify), "inputnode.metadata")]),
+        (workflow.get_node("ds_group_t_map"), report_wf, [
+            (("out_file", _listify), "inputnode.source_files")]),
     ])  # fmt:skip
     return workflow
 

@@ -17,13 +17,15 @@ from mvpa_flows.interfaces.reports import (
 def methods_of(workflow):
     """The methods texts (``__desc__``) of ``workflow`` and its sub-workflows, in graph order.
 
-    Like niworkflows' ``LiterateWorkflow.visit_desc``: a workflow's own text comes first,
-    then those of the workflows it contains; a text met twice is kept once.
+    Like niworkflows' ``LiterateWorkflow.visit_desc``: a workflow's own text (one, or a
+    list) comes first, then those of the workflows it contains; a text met twice is kept
+    once.
     """
     from nipype.pipeline.engine import Workflow
     from nipype.pipeline.engine.utils import topological_sort
 
-    texts = [workflow.__desc__] if getattr(workflow, "__desc__", None) else []
+    own = getattr(workflow, "__desc__", None) or []
+    texts = list(own) if isinstance(own, (list, tuple)) else [own]
     for node in topological_sort(workflow._graph)[0]:
         if isinstance(node, Workflow):
             texts += [t for t in methods_of(node) if t not in texts]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,7 @@ class RunConfig:
     hrf_delay: float = 0.0
     analyses: list = field(default_factory=lambda: ["ftest"])
     radius: float = 5.6
-    estimator: str = "svc"
+    estimator: str | dict = "svc"
     cv: str = "loro"
     scoring: str = "accuracy"
     n_permutations: int = 0
@@ -101,8 +103,25 @@ def load_spec(path):
     return spec
 
 
+def _not_finite(value, path=""):
+    """Keys (``a/b``) of the NaN and infinite numbers in a parsed spec."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [path or "(top level)"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _not_finite(v, f"{path}/{k}".strip("/"))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _not_finite(v, f"{path}/{i}")]
+    return []
+
+
 def validate_spec(spec, source="analysis spec"):
     """Raise :class:`UsageError` naming the key and what the schema expects."""
+    bad = _not_finite(spec)
+    if bad:
+        raise UsageError(
+            f"{source}: {', '.join(bad)} must be a finite number (NaN and Infinity are not "
+            "numbers JSON allows); see bids_specs/analysis.schema.json."
+        )
     schema = bids_specs.load("analysis.schema.json")
     errors = sorted(
         jsonschema.Draft202012Validator(schema).iter_errors(spec), key=lambda e: list(e.path)
@@ -112,6 +131,32 @@ def validate_spec(spec, source="analysis spec"):
         raise UsageError(
             f"{source} does not follow bids_specs/analysis.schema.json:\n" + "\n".join(lines)
         )
+
+
+def _merge_estimator_params(values, params):
+    if not params:
+        return
+    if not isinstance(values.get("estimator"), dict):
+        raise UsageError(
+            f"--estimator-params applies to an --estimator given as a class path (e.g. "
+            f"--estimator sklearn.svm.SVC --estimator-params kernel=rbf); the estimator is "
+            f"{values.get('estimator')!r}, whose parameters are fixed."
+        )
+    values["estimator"] = {
+        "class": values["estimator"]["class"],
+        "params": {**values["estimator"].get("params", {}), **dict(params)},
+    }
+
+
+def check_estimator(spec):
+    """Build the estimator of ``spec`` once, so a bad one fails before any work."""
+    from mvpa_flows.core.searchlight.spec import estimator_from_spec
+
+    try:
+        estimator_from_spec(spec)
+    except (TypeError, ValueError) as err:
+        message = re.sub(r"^Parameter 'estimator':? ?", "", str(err))
+        raise UsageError(f"--estimator: {message}") from None
 
 
 def _load_plugin(path):
@@ -152,7 +197,9 @@ def build_config(args, argv=None):
         values["participant_label"] = [
             p[4:] if p.startswith("sub-") else p for p in values["participant_label"]
         ]
+    _merge_estimator_params(values, getattr(args, "estimator_params", None))
     validate_spec({k: v for k, v in values.items() if v is not None}, "the options given")
+    check_estimator(values["estimator"])
 
     level = args.analysis_level
     bids_dir = Path(args.bids_dir).absolute()

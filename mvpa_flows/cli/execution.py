@@ -22,18 +22,27 @@ def plugin_settings(config):
             settings["plugin_args"]["memory_gb"] = config.mem_gb
     else:
         settings = {"plugin": "Linear", "plugin_args": {}}
-    if getattr(config, "show_progress", False) and settings["plugin"] in ("MultiProc", "Linear"):
-        settings["plugin_args"].setdefault("status_callback", _NodeStatus())
     if settings["plugin"] == "MultiProc":
         settings["plugin_args"].setdefault("raise_insufficient", False)
     return settings
 
 
-class _NodeStatus:
-    """Nipype status callback: one terminal line when a processing node starts or ends."""
+class NodeStatus:
+    """Nipype status callback: node start/end lines, and a heartbeat for long nodes.
 
-    def __init__(self):
+    With ``show`` (an interactive terminal or ``-v``) each processing node prints a line
+    when it starts and ends. Whatever ``show``, a node running longer than ``after``
+    seconds gets a "still running" line in the log every ``every`` seconds.
+    """
+
+    def __init__(self, show=False, after=60.0, every=30.0):
+        import threading
+
+        self.show, self.after, self.every = show, after, every
         self.started = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
 
     def __call__(self, node, status):
         import time
@@ -43,11 +52,37 @@ class _NodeStatus:
         name = node.fullname.replace("mvpa_flows_wf.", "")
         if status == "start":
             self.started[name] = time.perf_counter()
-            print(f"[mvpa-flows] running  {name}", file=sys.stderr, flush=True)
+            if self.show:
+                print(f"[mvpa-flows] running  {name}", file=sys.stderr, flush=True)
         elif status in ("end", "exception"):
             took = time.perf_counter() - self.started.pop(name, time.perf_counter())
             word = "done   " if status == "end" else "FAILED "
-            print(f"[mvpa-flows] {word} {name} ({took:.1f} s)", file=sys.stderr, flush=True)
+            if self.show:
+                print(f"[mvpa-flows] {word} {name} ({took:.1f} s)", file=sys.stderr, flush=True)
+
+    def _beat(self):
+        import time
+
+        while not self._stop.wait(self.every):
+            now = time.perf_counter()
+            for name, start in list(self.started.items()):
+                if now - start >= self.after:
+                    logging.getLogger("mvpa_flows.progress").info(
+                        "still running: %s (%.0f min %02.0f s)", name, *divmod(now - start, 60)
+                    )
+
+    def close(self):
+        """Stop the heartbeat thread."""
+        self._stop.set()
+
+    def __getstate__(self):
+        # Nipype pickles the plugin settings with MapNodes: copies keep no thread.
+        return {"show": self.show, "after": self.after, "every": self.every}
+
+    def __setstate__(self, state):
+        import threading
+
+        self.__dict__.update(state, started={}, _stop=threading.Event(), _thread=None)
 
 
 def configure_nipype(workflow, config, crash_dir):
@@ -74,9 +109,12 @@ def run_workflow(workflow, config, crash_dir):
         except OSError as err:  # graphviz's dot is missing: keep the .dot file
             logger.warning("Wrote the graph as .dot only (%s); install graphviz for SVG.", err)
     before = set(Path(crash_dir).glob("crash-*.txt")) if Path(crash_dir).exists() else set()
+    settings = plugin_settings(config)
+    if settings["plugin"] in ("MultiProc", "Linear"):
+        settings["plugin_args"].setdefault("status_callback", NodeStatus(show=config.show_progress))
     try:
         with threadpool_limits(limits=config.omp_nthreads):
-            workflow.run(**plugin_settings(config))
+            workflow.run(**settings)
     except Exception as err:  # noqa: BLE001 - Nipype raises RuntimeError or node errors
         from mvpa_flows.interfaces.reports import crash_reports
 
@@ -87,4 +125,8 @@ def run_workflow(workflow, config, crash_dir):
         if not crashes:
             print(f"  {type(err).__name__}: {err}", file=sys.stderr)
         return 1
+    finally:
+        status = settings["plugin_args"].get("status_callback")
+        if hasattr(status, "close"):
+            status.close()
     return 0

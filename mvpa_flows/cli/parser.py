@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import re
 from pathlib import Path
 
@@ -44,18 +46,69 @@ def _label(value):
     return value[4:] if value.startswith("sub-") else value
 
 
+def _radius(value):
+    """``--radius``: a finite number of millimetres above 0."""
+    try:
+        radius = float(value)
+    except ValueError:
+        radius = float("nan")
+    if not math.isfinite(radius) or radius <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected the sphere radius in mm, a finite number > 0 (e.g. 5.6); got {value!r}."
+        )
+    return radius
+
+
+def _cv(value):
+    """``--cv``: ``loro`` or ``kfold:N`` with at least 2 folds."""
+    match = re.fullmatch(r"loro|kfold:(\d+)", value.strip().lower())
+    if not match or (match[1] is not None and int(match[1]) < 2):
+        raise argparse.ArgumentTypeError(
+            "expected 'loro' (leave one run out) or 'kfold:N' with N >= 2 folds; "
+            f"got {value!r}."
+        )
+    return value.strip().lower()
+
+
+def _estimator(value):
+    """``--estimator``: a name, or the import path of a scikit-learn classifier."""
+    names = bids_specs.load("analysis.schema.json")["properties"]["estimator"]["oneOf"][0]
+    if value in names["enum"]:
+        return value
+    if re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", value):
+        return {"class": value}
+    raise argparse.ArgumentTypeError(
+        f"expected one of {names['enum']} or the import path of a scikit-learn classifier "
+        f"(e.g. sklearn.svm.SVC); got {value!r}."
+    )
+
+
+def _param(value):
+    """``KEY=VALUE`` of ``--estimator-params``; VALUE is read as JSON when it parses."""
+    key, sep, text = value.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. kernel=rbf); got {value!r}.")
+    try:
+        return key, json.loads(text)
+    except json.JSONDecodeError:
+        return key, text
+
+
 def build_parser():
     """Return the argument parser. Defaults of analysis options live in the schema."""
     schema = bids_specs.load("analysis.schema.json")["properties"]
 
     def help_of(key):
         default = schema[key].get("default")
-        return f"{schema[key]['description']} (default: {default})"
+        if default is None or "(default" in schema[key]["description"]:
+            return schema[key]["description"]
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        return f"{schema[key]['description']} (default: {shown})"
 
     parser = _Parser(
         prog="mvpa-flows",
-        description="Multivariate pattern analysis of fMRIPrep outputs (BIDS-App).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Multivariate pattern analysis of fMRIPrep outputs (BIDS-App). Every "
+        "default is shown once, in the option's help.",
     )
     parser.add_argument("bids_dir", type=Path, help="raw BIDS dataset (events live here)")
     parser.add_argument("output_dir", type=Path, help="derivatives output folder")
@@ -120,9 +173,19 @@ def build_parser():
         help=help_of("analyses"),
     )
     s = parser.add_argument_group("searchlight")
-    s.add_argument("--radius", type=float, metavar="MM", help=help_of("radius"))
-    s.add_argument("--estimator", choices=schema["estimator"]["enum"], help=help_of("estimator"))
-    s.add_argument("--cv", help=help_of("cv"))
+    s.add_argument("--radius", type=_radius, metavar="MM", help=help_of("radius"))
+    s.add_argument(
+        "--estimator", type=_estimator, metavar="NAME|CLASS", help=help_of("estimator")
+    )
+    s.add_argument(
+        "--estimator-params",
+        type=_param,
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="parameters of an --estimator given as a class path (VALUE read as JSON when "
+        "it parses: C=10, kernel=rbf, class_weight=balanced)",
+    )
+    s.add_argument("--cv", type=_cv, metavar="{loro,kfold:N}", help=help_of("cv"))
     s.add_argument("--scoring", choices=schema["scoring"]["enum"], help=help_of("scoring"))
     s.add_argument("--n-permutations", type=int, help=help_of("n_permutations"))
     s.add_argument("--process-mask", help=help_of("process_mask"))
@@ -166,7 +229,7 @@ def build_parser():
         default=1,
         metavar="N",
         help="split each subject's searchlight spheres into N nodes (for cluster plugins); "
-        "results are identical to one node",
+        "results are identical to one node (default: 1)",
     )
     p.add_argument("--random-seed", type=int, help=help_of("random_seed"))
     p.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first error")

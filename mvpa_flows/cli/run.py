@@ -62,7 +62,7 @@ def _setup_logging(verbose):
     level = {0: "WARNING", 1: "INFO"}.get(verbose, "DEBUG")
     ncfg.set("logging", "workflow_level", level)
     ncfg.set("logging", "interface_level", level)
-    ncfg.set("logging", "utils_level", "WARNING" if verbose < 2 else "DEBUG")
+    ncfg.set("logging", "utils_level", {0: "ERROR", 1: "WARNING"}.get(verbose, "DEBUG"))
     nlogging.update_logging(ncfg)
     if not logger.handlers:
         handler = logging.StreamHandler()

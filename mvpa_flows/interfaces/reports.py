@@ -321,13 +321,12 @@ def recorded_warnings(log_file, subject=None):
     )
     starts = list(_RECORD.finditer(text))
     counts = Counter()
-    for match, after in zip(starts, [*starts[1:], None], strict=True):
-        end = after.start() if after else len(text)
-        body = text[match.end() : end]
-        body = re.split(r"^\d\d:\d\d:\d\d \| ", body, flags=re.M)[0].strip()
+    for index, match in enumerate(starts):
+        end = starts[index + 1].start() if index + 1 < len(starts) else len(text)
+        body = re.split(r"^\d\d:\d\d:\d\d \| ", text[match.end() : end], flags=re.M)[0]
         where = match["where"].strip()
         if subject is None or f"single_subject_{subject}_wf" in where:
-            counts[(where, body)] += 1
+            counts[(where, body.strip())] += 1
     return [(where, body, n) for (where, body), n in counts.items()]
 
 

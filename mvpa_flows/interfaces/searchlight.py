@@ -1,7 +1,10 @@
 """Interfaces: searchlight decoding in chunks of spheres, and the merge into maps."""
 
 import json
+import logging
 import os
+import re
+import time
 
 import nibabel as nb
 import numpy as np
@@ -16,6 +19,7 @@ from nipype.interfaces.base import (
 )
 
 from mvpa_flows.core.searchlight import SearchlightResult, merge_results, search_light
+from mvpa_flows.core.searchlight.spec import estimator_from_spec
 from mvpa_flows.core.searchlight.maps import (
     chunk_centres,
     load_adjacency,
@@ -41,7 +45,13 @@ class _SearchlightChunkInputSpec(BaseInterfaceInputSpec):
         desc="mask restricting sphere centres (None: every mask voxel)",
     )
     radius = traits.Float(5.6, usedefault=True, desc="sphere radius in mm")
-    estimator = traits.Str("svc", usedefault=True, desc="estimator name (see search_light)")
+    estimator = traits.Either(
+        traits.Str,
+        traits.Dict,
+        default="svc",
+        usedefault=True,
+        desc="estimator name, or {'class': import path, 'params': {...}} of a classifier",
+    )
     cv = traits.Str("loro", usedefault=True, desc="'loro' or 'kfold:N'")
     scoring = traits.Str("accuracy", usedefault=True, desc="accuracy, balanced_accuracy, roc_auc")
     n_permutations = traits.Int(0, usedefault=True, desc="label permutations within runs")
@@ -53,6 +63,9 @@ class _SearchlightChunkInputSpec(BaseInterfaceInputSpec):
     n_jobs = traits.Int(1, usedefault=True, nohash=True, desc="worker processes inside this node")
     verbose = traits.Int(
         0, usedefault=True, nohash=True, desc="print spheres done / total and ETA if > 0"
+    )
+    heartbeat = traits.Float(
+        30.0, usedefault=True, nohash=True, desc="seconds between progress lines in the log"
     )
 
 
@@ -77,7 +90,7 @@ class SearchlightChunk(SimpleInterface):
         result = search_light(
             np.load(self.inputs.data_file, mmap_mode="r"),
             samples["label"].astype(str).to_numpy(),
-            self.inputs.estimator,
+            estimator_from_spec(self.inputs.estimator, self.inputs.random_seed),
             A,
             groups=samples["run"].to_numpy(),
             cv=self.inputs.cv,
@@ -88,12 +101,56 @@ class SearchlightChunk(SimpleInterface):
             return_fold_scores=True,
             centres=chunk_centres(A.shape[0], self.inputs.n_chunks, self.inputs.chunk_index),
             verbose=self.inputs.verbose,
+            progress=Heartbeat(self._label(), self.inputs.heartbeat),
         )
         self._results["result_file"] = os.path.join(
             runtime.cwd, f"searchlight_chunk{self.inputs.chunk_index:04d}.npz"
         )
         result_to_npz(result, self._results["result_file"])
         return runtime
+
+    def _label(self):
+        subject = re.search(r"single_subject_([^_/]+)_wf", os.getcwd())
+        chunk = (
+            f", chunk {self.inputs.chunk_index + 1}/{self.inputs.n_chunks}"
+            if self.inputs.n_chunks > 1
+            else ""
+        )
+        return f"searchlight{f' sub-{subject[1]}' if subject else ''}{chunk}"
+
+
+def _duration(seconds):
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+class Heartbeat:
+    """Progress callback of ``search_light``: a log line every ``interval`` seconds.
+
+    Lines go to the ``mvpa_flows.progress`` logger (the run's log, and the terminal when
+    the interactive progress line is off): spheres done, time spent, time left.
+    """
+
+    def __init__(self, label, interval=30.0):
+        self.label, self.interval = label, float(interval)
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, done, total):
+        now = time.monotonic()
+        if now - self.last < self.interval and (done < total or self.last == self.start):
+            return
+        self.last = now
+        elapsed = now - self.start
+        left = elapsed / done * (total - done) if done else float("nan")
+        logging.getLogger("mvpa_flows.progress").info(
+            "%s: %s of %s spheres (%.0f%%), %s elapsed, about %s left",
+            self.label,
+            f"{done:,}",
+            f"{total:,}",
+            100 * done / max(total, 1),
+            _duration(elapsed),
+            _duration(left) if done else "unknown",
+        )
 
 
 class _MergeSearchlightInputSpec(BaseInterfaceInputSpec):
@@ -108,7 +165,9 @@ class _MergeSearchlightInputSpec(BaseInterfaceInputSpec):
         desc="mask restricting sphere centres",
     )
     radius = traits.Float(mandatory=True, desc="sphere radius in mm")
-    estimator = traits.Str(mandatory=True, desc="estimator name")
+    estimator = traits.Either(
+        traits.Str, traits.Dict, mandatory=True, desc="estimator name or class spec"
+    )
     random_seed = traits.Either(
         None, traits.Int, default=None, usedefault=True, desc="seed of permutations and estimators"
     )
@@ -155,10 +214,11 @@ class MergeSearchlight(SimpleInterface):
         self._results["metadata"] = searchlight_metadata(
             result,
             radius=self.inputs.radius,
-            estimator=self.inputs.estimator,
+            estimator=estimator_from_spec(self.inputs.estimator, self.inputs.random_seed),
             random_seed=self.inputs.random_seed,
             labels=labels,
         )
+        self._results["metadata"]["Estimator"] = self.inputs.estimator
         with open(os.path.join(runtime.cwd, "metadata.json"), "w") as handle:
             json.dump(self._results["metadata"], handle, indent=2, sort_keys=True)
         return runtime

@@ -12,12 +12,30 @@ from nipype.interfaces.base import BaseInterface
 import mvpa_flows
 
 PACKAGE = Path(mvpa_flows.__file__).parent
-#: layer -> modules of the project it must not import
+#: layer -> modules it must not import (layers: core -> reports -> interfaces -> workflows -> cli)
 FORBIDDEN = {
-    "core": ("mvpa_flows.interfaces", "mvpa_flows.workflows", "mvpa_flows.cli", "nipype", "bids"),
+    "core": (
+        "mvpa_flows.reports",
+        "mvpa_flows.interfaces",
+        "mvpa_flows.workflows",
+        "mvpa_flows.cli",
+        "nipype",
+        "bids",
+        "matplotlib",
+        "nilearn.plotting",
+    ),
+    "reports": (
+        "mvpa_flows.interfaces",
+        "mvpa_flows.workflows",
+        "mvpa_flows.cli",
+        "nipype",
+        "bids",
+    ),
     "interfaces": ("mvpa_flows.workflows", "mvpa_flows.cli"),
-    "workflows": ("mvpa_flows.cli",),
+    "workflows": ("mvpa_flows.cli", "mvpa_flows.core", "mvpa_flows.reports"),
 }
+#: modules whose functions stay short (a long function is split, not grown)
+SHORT_FUNCTIONS = ("reports", "interfaces/reports.py", "workflows/reports.py", "cli/log.py")
 
 
 def _imports(path):
@@ -80,3 +98,43 @@ def test_every_subpackage_is_packaged():
         if p.parent != PACKAGE
     } | {"mvpa_flows"}
     assert found - listed == set(), f"add to setup.cfg [options] packages: {found - listed}"
+
+
+def _functions(path):
+    """(name, lines of code) of every function: its length without the docstring."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = node.body[0]
+            skip = (
+                doc.end_lineno - doc.lineno + 1
+                if isinstance(doc, ast.Expr)
+                and isinstance(getattr(doc, "value", None), ast.Constant)
+                else 0
+            )
+            yield node.name, node.end_lineno - node.lineno + 1 - skip
+
+
+def test_report_code_has_no_long_function():
+    long = []
+    for place in SHORT_FUNCTIONS:
+        for path in (
+            [PACKAGE / place] if place.endswith(".py") else (PACKAGE / place).rglob("*.py")
+        ):
+            long += [f"{path.name}:{name} ({n} lines)" for name, n in _functions(path) if n > 80]
+    assert not long, long
+
+
+def test_no_backend_is_chosen_at_import():
+    """Importing the package never selects a matplotlib backend (no matplotlib.use)."""
+    calls = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "use"
+                and getattr(node.func.value, "id", "") in ("matplotlib", "mpl")
+            ):
+                calls.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not calls, calls

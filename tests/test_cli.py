@@ -56,8 +56,9 @@ def test_participant_ftest_on_synthetic_data(synthetic_bids, tmp_path):
     expected |= {f"{stem}_samples.{e}" for e in ("tsv", "json")}
     expected |= {"dataset_description.json", ".bidsignore", "sub-01.html"}
     expected |= {
-        f"sub-01/figures/sub-01_task-objects_contrast-faceVsHouse_stat-{s}_desc-anova_figure.svg"
+        f"sub-01/figures/sub-01_task-objects_contrast-faceVsHouse_stat-{s}_desc-anova_figure.{e}"
         for s in ("F", "p")
+        for e in ("svg", "json")
     }
     assert set(_files(out)) == expected
     assert not list(out.rglob("*.tmp"))
@@ -206,7 +207,7 @@ BAD_INPUTS = {
         lambda b: None,
         {"args": ["--cv", "loso"]},
         64,
-        r"cv: 'loso' does not match",
+        r"argument --cv: expected 'loro' .* or 'kfold:N' with N >= 2 folds; got 'loso'",
     ),
 }
 

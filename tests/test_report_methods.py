@@ -225,3 +225,8 @@ def test_report_spec_cites_only_known_fields():
                 for key in ("subtitle", "caption"):
                     assert "[@" not in reportlet.get(key, ""), "captions cite nothing"
     json.dumps(spec)  # plain data
+
+
+def test_nothing_to_describe_gives_no_row():
+    assert methods.parameter_rows({}, ["Radius"]) == []
+    assert methods.field_words("Radius", {}) is None

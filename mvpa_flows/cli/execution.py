@@ -111,7 +111,9 @@ def run_workflow(workflow, config, crash_dir):
     before = set(Path(crash_dir).glob("crash-*.txt")) if Path(crash_dir).exists() else set()
     settings = plugin_settings(config)
     if settings["plugin"] in ("MultiProc", "Linear"):
-        settings["plugin_args"].setdefault("status_callback", NodeStatus(show=config.show_progress))
+        settings["plugin_args"].setdefault(
+            "status_callback", NodeStatus(show=config.show_progress)
+        )
     try:
         with threadpool_limits(limits=config.omp_nthreads):
             workflow.run(**settings)

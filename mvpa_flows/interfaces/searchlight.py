@@ -19,7 +19,6 @@ from nipype.interfaces.base import (
 )
 
 from mvpa_flows.core.searchlight import SearchlightResult, merge_results, search_light
-from mvpa_flows.core.searchlight.spec import estimator_from_spec
 from mvpa_flows.core.searchlight.maps import (
     chunk_centres,
     load_adjacency,
@@ -27,6 +26,7 @@ from mvpa_flows.core.searchlight.maps import (
     result_to_npz,
     searchlight_metadata,
 )
+from mvpa_flows.core.searchlight.spec import estimator_from_spec
 
 #: stat- entity of the score map, per scoring
 STAT_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balancedAccuracy",

@@ -240,7 +240,7 @@ def field_words(key, sidecars, to_words=None):
     for label, sidecar in sidecars.items():
         value = lookup(sidecar, key)
         by_value.setdefault(None if value is None else to_words(value), []).append(label)
-    if set(by_value) == {None}:
+    if not by_value or set(by_value) == {None}:
         return None
     if len(by_value) == 1:
         return next(iter(by_value))

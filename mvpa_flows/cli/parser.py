@@ -64,8 +64,7 @@ def _cv(value):
     match = re.fullmatch(r"loro|kfold:(\d+)", value.strip().lower())
     if not match or (match[1] is not None and int(match[1]) < 2):
         raise argparse.ArgumentTypeError(
-            "expected 'loro' (leave one run out) or 'kfold:N' with N >= 2 folds; "
-            f"got {value!r}."
+            f"expected 'loro' (leave one run out) or 'kfold:N' with N >= 2 folds; got {value!r}."
         )
     return value.strip().lower()
 
@@ -174,9 +173,7 @@ def build_parser():
     )
     s = parser.add_argument_group("searchlight")
     s.add_argument("--radius", type=_radius, metavar="MM", help=help_of("radius"))
-    s.add_argument(
-        "--estimator", type=_estimator, metavar="NAME|CLASS", help=help_of("estimator")
-    )
+    s.add_argument("--estimator", type=_estimator, metavar="NAME|CLASS", help=help_of("estimator"))
     s.add_argument(
         "--estimator-params",
         type=_param,

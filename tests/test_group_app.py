@@ -174,4 +174,10 @@ def test_sherlock_hyperalignment_beats_anatomical(sherlock_dir, tmp_path):
     assert scores["hyperaligned"].mean() > scores["anatomical"].mean() + 0.05
     assert (scores["hyperaligned"] >= scores["anatomical"]).all()
     assert scores["anatomical"].mean() > 3 * scores["chance"].iloc[0]
+    # the methods say what ran: no confound was regressed (the file has no motion columns)
+    citation = (out / "logs" / "CITATION_group.md").read_text()
+    assert "no confound regression" in citation and "motion" not in citation
+    assert "classification of movie segments of 18 s on run 2" in citation
+    assert not (out / "logs" / "CITATION.md").exists()  # the participant citation is apart
+    assert "sub-01, sub-02, sub-03, sub-04, sub-05, sub-06" in (out / "group.html").read_text()
     shutil.rmtree(tmp_path / "work", ignore_errors=True)

@@ -240,6 +240,7 @@ def run_hyperalignment(config, described):
     from mvpa_flows.workflows.reports import methods_of
 
     described["texts"] += methods_of(workflow)
+    described["subjects"].update(subjects)
     top = _top_workflow(config, workflow)
     return run_workflow(top, config, config.output_dir / "logs" / "crash")
 

@@ -84,3 +84,14 @@ def count_warnings(log_file):
     if not log_file or not Path(log_file).is_file():
         return 0
     return sum(" | WARNING | " in line for line in Path(log_file).read_text().splitlines())
+
+
+def note_warnings(log_file):
+    """One terminal line saying how many warnings the log holds (none: nothing)."""
+    n = count_warnings(log_file)
+    if n:
+        print(
+            f"mvpa-flows: {n} warning{'s' if n > 1 else ''} recorded in {log_file} (listed "
+            "in the reports' Warnings section).",
+            file=sys.stderr,
+        )

@@ -82,16 +82,16 @@ def main(argv=None):
         config = build_config(args, ["mvpa-flows", *argv])
         check_paths(config)
         _setup_logging(config.verbose)
-        from mvpa_flows.cli.log import run_log
+        from mvpa_flows.cli.log import note_warnings, run_log
 
         with run_log(config):
             if config.analysis_level == "participant":
-                from mvpa_flows.cli.participant import run_participant
-
-                return run_participant(config)
-            from mvpa_flows.cli.group import run_group
-
-            return run_group(config)
+                from mvpa_flows.cli.participant import run_participant as run_level
+            else:
+                from mvpa_flows.cli.group import run_group as run_level
+            code = run_level(config)
+            note_warnings(config.log_file)
+            return code
     except UsageError as err:
         print(f"mvpa-flows: error: {err}", file=sys.stderr)
         return EXIT_USAGE

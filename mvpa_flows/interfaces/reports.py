@@ -351,7 +351,8 @@ def _samples_per_run(files):
     if not counts:
         return ""
     conditions = sorted({c for per in counts.values() for c in per})
-    rows = [[run] + [per.get(c, 0) for c in conditions] for run, per in counts.items()]
+    order = sorted(counts, key=lambda r: (0, int(r), "") if str(r).isdigit() else (1, 0, str(r)))
+    rows = [[run] + [counts[run].get(c, 0) for c in conditions] for run in order]
     return "<h4>Samples per run</h4>" + assembler.table_html(rows, ["run", *conditions])
 
 

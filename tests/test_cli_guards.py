@@ -131,3 +131,22 @@ def test_classifier_by_import_path_end_to_end(synthetic_bids, tmp_path):
         ).mean()  # fmt:skip
         assert scores[centre] == pytest.approx(expected, abs=1e-6)
     assert pd.read_csv(next(out.rglob("*_samples.tsv")), sep="\t").shape[0] == X.shape[0]
+
+
+def test_spec_file_takes_a_classifier_by_import_path(tmp_path):
+    from mvpa_flows.cli.config import build_config
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps({"estimator": {"class": "sklearn.svm.SVC", "params": {"kernel": "rbf"}}})
+    )
+    args = build_parser().parse_args(
+        [str(tmp_path), str(tmp_path / "o"), "participant", "--spec", str(spec)]
+    )
+    config = build_config(args)
+    assert config.estimator == {"class": "sklearn.svm.SVC", "params": {"kernel": "rbf"}}
+    args = build_parser().parse_args(
+        [str(tmp_path), str(tmp_path / "o"), "participant", "--spec", str(spec),
+         "--estimator-params", "C=10"]
+    )  # fmt:skip
+    assert build_config(args).estimator["params"] == {"kernel": "rbf", "C": 10}

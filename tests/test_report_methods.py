@@ -230,3 +230,20 @@ def test_report_spec_cites_only_known_fields():
 def test_nothing_to_describe_gives_no_row():
     assert methods.parameter_rows({}, ["Radius"]) == []
     assert methods.field_words("Radius", {}) is None
+
+
+def test_workflow_factories_carry_their_methods_text():
+    from mvpa_flows.workflows import ftest, group, participant, prepare, searchlight
+    from mvpa_flows.workflows.reports import methods_of
+
+    wf = participant.init_mvpa_wf(output_dir=".", analyses=["ftest", "searchlight"])
+    texts = methods_of(wf)
+    assert texts[:2] == [participant.METHODS, prepare.METHODS]
+    assert sorted(texts[2:], key=str) == sorted([ftest.METHODS, searchlight.METHODS], key=str)
+    group_wf = group.init_group_searchlight_wf(
+        output_dir=".", task="t", space=None, contrast="aVsB", stat="accuracy", chance=0.5
+    )
+    assert methods_of(group_wf) == [group.GROUP_METHODS, group.GROUP_SEARCHLIGHT_METHODS]
+    for text in texts + methods_of(group_wf):
+        fields = re.findall(r"\{(\w+)\}", text.template)
+        assert fields and text.describes, text

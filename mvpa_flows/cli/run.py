@@ -75,7 +75,10 @@ def _setup_logging(verbose):
 def main(argv=None):
     """Run the BIDS-App; return a BIDS-Apps exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # usage errors (64), --help and --version (0)
+        return stop.code
     try:
         from mvpa_flows.cli.config import build_config
 

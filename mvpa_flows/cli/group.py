@@ -349,7 +349,9 @@ def run_group_searchlight(config, described):
     workflow.inputs.inputnode.score_maps = maps
     workflow.inputs.inputnode.mask_files = masks
     workflow.inputs.inputnode.mean_bold = [m for m in means if Path(m).is_file()] or masks
-    described["texts"] += _participant_methods(config) + methods_of(workflow)
+    # the group's own text first, then how the participant maps were made, then the test
+    own = methods_of(workflow)
+    described["texts"] += own[:1] + _participant_methods(config) + own[1:]
     described["subjects"].update(e["subject"] for _, e in found)
     logger.info("Group searchlight statistics over %d subjects", len(maps))
     return run_workflow(

@@ -3,8 +3,12 @@
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from mvpa_flows.core.data.betas import DESIGN_DEFAULTS, MIN_TRIALS_PER_RUN
-from mvpa_flows.interfaces.betas import BetaSamples, BetaSeries
+from mvpa_flows.interfaces.betas import (
+    DESIGN_DEFAULTS,
+    MIN_TRIALS_PER_RUN,
+    BetaSamples,
+    BetaSeries,
+)
 from mvpa_flows.interfaces.bids import DerivativesDataSink
 
 #: Outputs shared with :func:`~mvpa_flows.workflows.prepare.init_prepare_wf`.

@@ -109,14 +109,19 @@ def run_workflow(workflow, config, crash_dir):
         except OSError as err:  # graphviz's dot is missing: keep the .dot file
             logger.warning("Wrote the graph as .dot only (%s); install graphviz for SVG.", err)
     before = set(Path(crash_dir).glob("crash-*.txt")) if Path(crash_dir).exists() else set()
+    _set_logname()
     settings = plugin_settings(config)
     if settings["plugin"] in ("MultiProc", "Linear"):
         settings["plugin_args"].setdefault(
             "status_callback", NodeStatus(show=config.show_progress)
         )
+    tag = _tag_graph_jobs(settings)
     try:
         with threadpool_limits(limits=config.omp_nthreads):
-            workflow.run(**settings)
+            graph = workflow.run(**_with_job_crash_reports(settings))
+        if tag:  # the graph was submitted as jobs: wait for them, then check every node
+            _wait_for_jobs(tag)
+            _check_results(graph)
     except Exception as err:  # noqa: BLE001 - Nipype raises RuntimeError or node errors
         from mvpa_flows.interfaces.reports import crash_reports
 
@@ -132,3 +137,101 @@ def run_workflow(workflow, config, crash_dir):
         if hasattr(status, "close"):
             status.close()
     return 0
+
+
+def _set_logname():
+    """Nipype's batch plugins (SLURM, SGE, PBS, ...) name jobs after ``$LOGNAME``.
+
+    Batch jobs, cron and containers often run without it; Nipype then fails with
+    ``KeyError: 'LOGNAME'`` before submitting anything.
+    """
+    import getpass
+    import os
+
+    if not os.environ.get("LOGNAME"):
+        try:
+            os.environ["LOGNAME"] = getpass.getuser()
+        except (KeyError, OSError):  # a uid without a passwd entry (containers)
+            os.environ["LOGNAME"] = str(os.getuid())
+
+
+def _tag_graph_jobs(settings):
+    """Tag SLURMGraph's jobs so the run can wait for them; return the tag or None.
+
+    SLURMGraph submits the whole graph with job dependencies and returns at once. Every
+    job gets ``--comment=<tag>``, and ``--kill-on-invalid-dep=yes`` so that the jobs
+    after a failed one leave the queue instead of waiting forever.
+    """
+    if settings["plugin"] != "SLURMGraph":
+        return None
+    import uuid
+
+    tag = f"mvpa_flows-{uuid.uuid4().hex[:16]}"
+    args = settings["plugin_args"]
+    extra = f"--comment={tag} --kill-on-invalid-dep=yes"
+    args["sbatch_args"] = f"{args.get('sbatch_args') or ''} {extra}".strip()
+    return tag
+
+
+def _wait_for_jobs(tag, poll=2.0):
+    """Wait until no SLURM job carrying ``tag`` is pending or running."""
+    import subprocess
+    import time
+
+    logger.info("Waiting for the SLURM jobs of this run (comment %s) to finish.", tag)
+    failures = 0
+    while True:
+        result = subprocess.run(
+            ["squeue", "-h", "-o", "%k"], capture_output=True, text=True, check=False
+        )
+        if result.returncode:
+            failures += 1  # the controller may be busy: retry for a while
+            if failures > 30:
+                raise RuntimeError(f"squeue failed: {result.stderr.strip()}")
+        elif tag not in result.stdout.split():
+            return
+        else:
+            failures = 0
+        time.sleep(poll)
+
+
+def _check_results(graph):
+    """Raise RuntimeError naming the nodes of ``graph`` that left no result file."""
+    missing = [
+        node.fullname
+        for node in graph.nodes()
+        if not (Path(node.output_dir()) / f"result_{node.name}.pklz").exists()
+    ]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} node(s) ended without a result (failed, cancelled, or killed "
+            f"by the scheduler; see the job logs in the work directory's batch folder): "
+            f"{', '.join(missing)}"
+        )
+
+
+class _JobCrashReports:
+    """Crash files for batch jobs that left no result (cancelled, out of time or memory).
+
+    Nipype's batch plugins (SLURM, SGE, PBS, LSF, ...) give such a job's traceback as one
+    string, and its crash report then fails with ``TypeError: can only concatenate str``,
+    which ends the whole run without naming the node. Giving the lines instead lets the
+    run go on, report the node and finish the other jobs.
+    """
+
+    def _report_crash(self, node, result=None):
+        if result is not None and isinstance(result.get("traceback"), str):
+            result = {**result, "traceback": result["traceback"].splitlines(keepends=True)}
+        return super()._report_crash(node, result=result)
+
+
+def _with_job_crash_reports(settings):
+    """``workflow.run`` arguments; batch plugins become an instance with crash reports."""
+    from nipype.pipeline import plugins
+    from nipype.pipeline.plugins.base import SGELikeBatchManagerBase
+
+    cls = getattr(plugins, f"{settings['plugin']}Plugin", None)
+    if not (isinstance(cls, type) and issubclass(cls, SGELikeBatchManagerBase)):
+        return settings
+    patched = type(cls.__name__, (_JobCrashReports, cls), {})  # keeps the name Nipype reads
+    return {"plugin": patched(plugin_args=settings["plugin_args"])}

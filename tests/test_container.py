@@ -568,7 +568,7 @@ def test_readme_commands_match_the_image(runtime):
     image = tag.rpartition(":")[0]
     for ref in re.findall(rf"{re.escape(image)}:[\w.-]*\w", text):
         assert ref == tag, f"docker/README.md names {ref}, the image is {tag}"
-    for path in set(re.findall(r"\bdocker/[\w.]+", text)):
+    for path in set(re.findall(r"\bdocker/[\w.-]*\w", text)):
         assert (REPO / path).exists(), f"docker/README.md refers to {path}, which is absent"
     for match in re.findall(r"mvpa_flows-(\d[\w.]*?)\.(?:sif|tar)", text):
         assert match == version
@@ -617,3 +617,179 @@ def test_builder_stage_makes_the_installed_wheel(builder, tmp_path):
         for p in (REPO / "bids_specs").rglob("*.json")
     }
     assert {f"mvpa_flows/bids_specs/{s}" for s in specs} <= names
+
+
+# --------------------------------------------------------------------------------------
+# The built image: docker/build-local.sh builds it (CI does, before the tests); these
+# tests run docker/README.md's `buildah run` commands in it.
+
+IMAGE_ENV, STORAGE_ENV = "MVPA_FLOWS_TEST_IMAGE", "MVPA_FLOWS_TEST_IMAGE_STORAGE"
+IMAGE_UID = 1000
+
+
+def _fenced(text, containing, lang="bash"):
+    (block,) = [
+        b for b in re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S) if containing in b
+    ]
+    return [shlex.split(line) for line in block.replace("\\\n", " ").splitlines() if line]
+
+
+def _buildah_runs():
+    """docker/README.md's `buildah run` commands: (mounts {host: container}, command)."""
+    runs = []
+    for argv in _fenced(DOCKER_README.read_text(), "docker/build-local.sh"):
+        argv = argv[1:] if argv[0] == "sudo" else argv
+        if argv[:2] != ["buildah", "run"]:
+            continue
+        sep = argv.index("--")
+        options, command = argv[2 : sep - 1], argv[sep + 1 :]
+        mounts = dict(
+            options[i + 1].split(":")[:2] for i, opt in enumerate(options) if opt == "-v"
+        )
+        runs.append((mounts, command))
+    return runs
+
+
+def test_readme_container_commands_agree():
+    """The top-level README's docker/apptainer runs pass the arguments CI runs in the image."""
+    (mounts, command) = next(r for r in _buildah_runs() if "participant" in r[1])
+    text = (REPO / "README.md").read_text()
+    docker_run = next(a for a in _fenced(text, "docker run") if a[:2] == ["docker", "run"])
+    tag = docker_run.index("mvpa-flows/mvpa_flows:" + mvpa_flows.__version__)
+    assert docker_run[tag + 1 :] == command[1:]
+    apptainer = next(a for a in _fenced(text, "docker run") if a[:2] == ["apptainer", "run"])
+    assert (
+        apptainer[apptainer.index(f"mvpa_flows-{mvpa_flows.__version__}.sif") + 1 :]
+        == (command[1:])
+    )
+    assert "docker/build-local.sh" in text
+    # the Apptainer array script is the top-level README's, with the image for mvpa-flows
+    script = re.search(r"```bash\n(#!/bin/bash\n#SBATCH --array.*?)```", text, re.S).group(1)
+    in_docker = re.search(
+        r"```bash\n(#!/bin/bash\n#SBATCH --array.*?)```", DOCKER_README.read_text(), re.S
+    ).group(1)
+    image = (
+        "apptainer run --cleanenv -B /data:/data -B /shared:/shared "
+        f"mvpa_flows-{mvpa_flows.__version__}.sif \\\n    "
+    )
+    assert in_docker == script.replace("mvpa-flows ", image, 1)
+
+
+@dataclass
+class BuiltImage:
+    tag: str
+    buildah: list
+    container: str
+
+    def run(self, command, mounts=(), timeout=600):
+        argv = [*self.buildah, "run", "--isolation", "chroot"]
+        for host, inside in mounts:
+            argv += ["-v", f"{host}:{inside}"]
+        return subprocess.run(
+            [*argv, self.container, "--", *command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def built_image():
+    from slurm import unavailable
+
+    tag = os.environ.get(IMAGE_ENV)
+    if not tag:
+        unavailable(
+            "container",
+            f"no built image here: build it with `bash docker/build-local.sh` (root) and set "
+            f"{IMAGE_ENV} to its tag ({STORAGE_ENV} to its STORAGE_ROOT); .ci/run does",
+        )
+    if shutil.which("buildah") is None or os.geteuid() != 0:
+        unavailable("container", "running the image needs buildah and root")
+    buildah = ["buildah"]
+    if os.environ.get(STORAGE_ENV):
+        storage = os.environ[STORAGE_ENV]
+        buildah += ["--root", f"{storage}/root", "--runroot", f"{storage}/run"]
+    name = f"mvpa-flows-test-{os.getpid()}"
+    subprocess.run(
+        [*buildah, "from", "--name", name, f"localhost/{tag}"], check=True, capture_output=True
+    )
+    try:
+        yield BuiltImage(tag, buildah, name)
+    finally:
+        subprocess.run([*buildah, "rm", name], check=False, capture_output=True)
+
+
+def _writable_by_image(path):
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, IMAGE_UID, IMAGE_UID)
+    return path
+
+
+def _container_of(output_dir):
+    description = json.loads((output_dir / "dataset_description.json").read_text())
+    return description["GeneratedBy"][0]["Container"]
+
+
+@pytest.mark.container
+def test_image_version(built_image):
+    (_, command) = next(r for r in _buildah_runs() if r[1][1:] == ["--version"])
+    result = built_image.run(command)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"mvpa-flows {mvpa_flows.__version__}"
+
+
+@pytest.mark.container
+def test_image_demo(built_image, tmp_path):
+    (mounts, command) = next(r for r in _buildah_runs() if r[1][0] == "mvpa-flows-demo")
+    ((host, inside),) = mounts.items()
+    demo = _writable_by_image(tmp_path / "demo")
+    result = built_image.run(command, [(demo, inside)])
+    assert result.returncode == 0, result.stderr + result.stdout
+    out = demo / "mvpa_flows"
+    assert _container_of(out) == {"Type": "docker", "Tag": built_image.tag}
+    for subject in ("01", "02", "03"):
+        maps = {p.name.split("_desc-")[1] for p in out.glob(f"sub-{subject}/func/*statmap.nii.gz")}
+        assert maps == {"anova_statmap.nii.gz", "searchlight_statmap.nii.gz"}, subject
+        assert (out / f"sub-{subject}.html").is_file()
+
+
+@pytest.mark.container
+@pytest.mark.shared_data
+def test_image_participant_haxby(built_image, haxby_dir, tmp_path):
+    """docker/README.md's participant run, in the image, agrees with this environment's."""
+    import nibabel as nb
+    import numpy as np
+    from conftest import run_app
+
+    (mounts, command) = next(r for r in _buildah_runs() if "participant" in r[1])
+    host_paths = {
+        "/data/haxby": haxby_dir,
+        "/data/haxby-mvpa": _writable_by_image(tmp_path / "out"),
+        "/scratch/work": _writable_by_image(tmp_path / "work"),
+    }
+    assert set(mounts) == set(host_paths)
+    result = built_image.run(command, [(host_paths[h], inside) for h, inside in mounts.items()])
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    assert _container_of(out) == {"Type": "docker", "Tag": built_image.tag}
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetLinks"]["raw"] == "file:///data/haxby"
+    assert (out / "sub-1.html").is_file()
+
+    # the same command in this environment (outside the image)
+    options = command[command.index("participant") + 1 : command.index("-w")]
+    host_run = run_app(
+        haxby_dir, tmp_path / "host", "participant", shlex.join(options), tmp_path / "host-work"
+    )
+    assert host_run == 0
+    maps = sorted((out / "sub-1" / "func").glob("*_statmap.nii.gz"))
+    assert {p.name.split("_stat-")[1] for p in maps} == {
+        "F_desc-anova_statmap.nii.gz",
+        "p_desc-anova_statmap.nii.gz",
+    }
+    for path in maps:
+        image, host = nb.load(path), nb.load(tmp_path / "host" / "sub-1" / "func" / path.name)
+        np.testing.assert_array_equal(image.affine, host.affine)
+        np.testing.assert_allclose(image.get_fdata(), host.get_fdata(), rtol=1e-6, atol=1e-12)

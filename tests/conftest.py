@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from slurm import slurm_cluster  # noqa: F401 - session fixture: a real single-node SLURM
 
 from mvpa_flows.datasets import make_synthetic_dataset
 

@@ -259,7 +259,7 @@ def slurm_cluster(tmp_path_factory):
     cluster, reason = start_cluster(tmp_path_factory.mktemp("slurm"))
     if cluster is None:
         unavailable("slurm", reason)
-    previous = {k: os.environ.get(k) for k in ("SLURM_CONF", "LOGNAME")}
+    previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(cluster.conf)
     try:
         yield cluster
@@ -269,8 +269,7 @@ def slurm_cluster(tmp_path_factory):
                 cluster.run("scancel", str(job), check=False)
         finally:
             cluster.stop()
-            for key, value in previous.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            if previous is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = previous

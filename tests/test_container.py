@@ -1,12 +1,14 @@
-"""The container (docker/): lint the Dockerfile and check it against the repository.
+"""The container (docker/): lint the Dockerfile, check it against the repository, run it.
 
-No Docker engine runs here, so instead of building the image these tests check what the
-build relies on: hadolint finds no warning or error; every COPY source exists and passes
-the ignore file; the builder stage gets every file setup.cfg needs and makes the wheel
-the runtime stage installs; the entry point and the commands the build runs are console
-scripts of the installed packages; versions, labels, the user, the base image and the
-environment the code reads; the Apptainer definition and docker/README.md name the same
-image. A slow test builds the wheel from the filtered context as the builder stage does.
+Most tests check what the build relies on: hadolint finds no warning or error; every
+COPY source exists and passes the ignore file; the builder stage gets every file
+setup.cfg needs and makes the wheel the runtime stage installs; the entry point and the
+commands the build runs are console scripts of the installed packages; versions, labels,
+the user, the base image and the environment the code reads; the Apptainer definition
+and docker/README.md name the same image. A slow test builds the wheel from the filtered
+context as the builder stage does. The tests marked ``container`` run docker/README.md's
+``buildah run`` commands in the image that docker/build-local.sh built (CI builds it and
+sets MVPA_FLOWS_TEST_IMAGE).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ compares the maps with a MultiProc run of the same command, byte for byte.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -19,8 +20,6 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
-
-pytestmark = [pytest.mark.slurm, pytest.mark.shared_data]
 
 README = REPO / "README.md"
 APP = str(Path(sys.executable).parent / "mvpa-flows")
@@ -160,9 +159,77 @@ def _chunk_names(jobs):
 
 
 # --------------------------------------------------------------------------------------
-# Tests
+# Without a cluster: the fixture's reasons, and the app's handling of batch jobs
 
 
+def test_no_daemons_means_a_skip_with_the_reason_or_a_failure_when_required(monkeypatch):
+    import slurm
+
+    monkeypatch.setattr(slurm.shutil, "which", lambda exe: None)
+    monkeypatch.setattr(slurm.os, "geteuid", lambda: 0)
+    cluster, reason = slurm.start_cluster("/nonexistent")
+    assert cluster is None
+    assert "munged, slurmctld, slurmd" in reason and "apt-get install slurmctld" in reason
+    monkeypatch.delenv("MVPA_FLOWS_TEST_REQUIRE", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        slurm.unavailable("slurm", reason)
+    monkeypatch.setenv("MVPA_FLOWS_TEST_REQUIRE", "container slurm")
+    with pytest.raises(pytest.fail.Exception, match="MVPA_FLOWS_TEST_REQUIRE lists 'slurm'"):
+        slurm.unavailable("slurm", reason)
+
+
+def test_job_without_result_gets_a_crash_file(tmp_path):
+    """A cancelled or killed batch job: a crash file naming the node and the job id."""
+    from nipype.interfaces.utility import IdentityInterface
+    from nipype.pipeline import engine as pe
+
+    from mvpa_flows.cli.execution import _with_job_crash_reports
+    from mvpa_flows.interfaces.reports import crash_reports
+
+    node = pe.Node(IdentityInterface(fields=["x"]), name="_chunk0", base_dir=str(tmp_path))
+    node.config = {
+        "execution": {"crashdump_dir": str(tmp_path / "crash"), "crashfile_format": "txt"}
+    }
+    settings = {"plugin": "SLURM", "plugin_args": {"sbatch_args": "--partition=normal"}}
+    runner = _with_job_crash_reports(settings)["plugin"]
+    assert type(runner).__name__ == "SLURMPlugin"  # Nipype derives "SLURM" from it
+    assert runner._sbatch_args == "--partition=normal"
+    message = "OSError: Job id (7) finished or terminated, but results file does not exist"
+    traceback = f"Traceback (most recent call last):\n  File x, line 1\n{message}\n"
+    crash = runner._report_crash(node, result={"result": None, "traceback": traceback})
+    assert Path(crash).parent == tmp_path / "crash"
+    ((name, error, path),) = crash_reports(tmp_path / "crash")
+    assert name.endswith("_chunk0") and error == message and str(path) == crash
+    # plugins that run nodes themselves are passed through unchanged
+    multiproc = {"plugin": "MultiProc", "plugin_args": {"n_procs": 2}}
+    assert _with_job_crash_reports(multiproc) is multiproc
+
+
+def test_slurmgraph_jobs_carry_the_run_tag(monkeypatch):
+    import getpass
+
+    from mvpa_flows.cli.execution import _set_logname, _tag_graph_jobs
+
+    settings = {"plugin": "SLURMGraph", "plugin_args": {"sbatch_args": "--partition=normal"}}
+    tag = _tag_graph_jobs(settings)
+    assert re.fullmatch(r"mvpa_flows-[0-9a-f]{16}", tag)
+    assert settings["plugin_args"]["sbatch_args"] == (
+        f"--partition=normal --comment={tag} --kill-on-invalid-dep=yes"
+    )
+    assert _tag_graph_jobs({"plugin": "SLURMGraph", "plugin_args": {}}) != tag
+    slurm = {"plugin": "SLURM", "plugin_args": {"sbatch_args": "-p x"}}
+    assert _tag_graph_jobs(slurm) is None and slurm["plugin_args"]["sbatch_args"] == "-p x"
+    monkeypatch.setenv("LOGNAME", "")  # unset in cron, CI and many containers
+    _set_logname()  # Nipype's SLURM plugin names jobs after $LOGNAME
+    assert os.environ["LOGNAME"] == getpass.getuser()
+
+
+# --------------------------------------------------------------------------------------
+# On the cluster
+
+
+@pytest.mark.slurm
+@pytest.mark.shared_data
 def test_slurm_plugin_chunks_cancel_and_resume(slurm_cluster, haxby_paths, multiproc_reference):
     """SLURM plugin, 4 chunks: a cancelled chunk fails the run; the rerun resumes."""
     argv, out, work = _participant(haxby_paths, "slurm", readme_plugin("SLURM"))
@@ -213,6 +280,8 @@ def test_slurm_plugin_chunks_cancel_and_resume(slurm_cluster, haxby_paths, multi
     assert_same_maps(out, multiproc_reference)
 
 
+@pytest.mark.slurm
+@pytest.mark.shared_data
 def test_slurmgraph_chunks_equal_multiproc(slurm_cluster, haxby_paths, multiproc_reference):
     """SLURMGraph submits the whole graph with dependencies; the app waits for it."""
     argv, out, work = _participant(haxby_paths, "slurmgraph", readme_plugin("SLURMGraph"))
@@ -234,6 +303,8 @@ def test_slurmgraph_chunks_equal_multiproc(slurm_cluster, haxby_paths, multiproc
     assert (out / "sub-1.html").is_file()
 
 
+@pytest.mark.slurm
+@pytest.mark.shared_data
 def test_slurmgraph_failing_node_names_it(slurm_cluster, haxby_paths, tmp_path):
     """A node failing in its job: exit 1, the node and its crash file named, queue empty."""
     bids = tmp_path / "haxby"
@@ -268,6 +339,8 @@ def test_slurmgraph_failing_node_names_it(slurm_cluster, haxby_paths, tmp_path):
     assert "CANCELLED" in states.values()  # the jobs that depended on it
 
 
+@pytest.mark.slurm
+@pytest.mark.shared_data
 def test_array_script(slurm_cluster, haxby_paths, tmp_path):
     """The README's array script, submitted with sbatch over participants.tsv."""
     script = readme_array_script()
@@ -296,6 +369,8 @@ def test_array_script(slurm_cluster, haxby_paths, tmp_path):
     assert (tmp_path / "work" / "study-sub-1" / "mvpa_flows_wf").is_dir()
 
 
+@pytest.mark.slurm
+@pytest.mark.shared_data
 def test_group_hyperalignment_on_slurm(slurm_cluster, sherlock_dir, tmp_path):
     """The README group command (Sherlock hyperalignment): SLURM equals one process."""
     plugin_file = write_plugin(tmp_path / "slurm.yml", readme_plugin("SLURM"))

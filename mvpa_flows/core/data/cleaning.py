@@ -11,7 +11,6 @@ from nilearn import signal
 
 from mvpa_flows.core.errors import InputValidationError
 
-MOTION_CONFOUNDS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 STANDARDIZE_CHOICES = ("zscore_run", "none")
 
 
@@ -63,57 +62,16 @@ def analysis_mask(mask_imgs, bold_imgs, mask_names=None, bold_names=None):
     return nb.Nifti1Image(combined.astype(np.uint8), reference.affine)
 
 
-def select_confounds(table: pd.DataFrame, names, source="confounds file"):
-    """Pick confound columns from an fMRIPrep confounds table.
-
-    ``names=None`` selects the six motion parameters when all are present (nothing
-    otherwise); ``["none"]`` or ``[]`` selects nothing. Leading NaNs (fMRIPrep's
-    derivative columns start with n/a) are set to 0.
-
-    Returns
-    -------
-    (ndarray (n_volumes, n_confounds) or None, list of column names)
-    """
-    if names is None:
-        names = (
-            list(MOTION_CONFOUNDS)
-            if table is not None and set(MOTION_CONFOUNDS) <= set(table.columns)
-            else []
-        )
-    names = [n for n in names if n != "none"]
-    if not names:
-        return None, []
-    if table is None:
-        raise InputValidationError(
-            f"Confounds {names} were asked for but no desc-confounds_timeseries.tsv was "
-            f"found for {source}; pass --confounds none or add the fMRIPrep confounds."
-        )
-    missing = [n for n in names if n not in table.columns]
-    if missing:
-        raise InputValidationError(
-            f"Confound column(s) {missing} are missing from {source}; available columns: "
-            f"{list(table.columns)}. Fix --confounds (or pass --confounds none)."
-        )
-    values = table[names].to_numpy(dtype=float, copy=True)
-    nan_rows = np.isnan(values).any(axis=1)
-    if nan_rows.any():
-        first_valid = np.argmin(nan_rows)
-        if nan_rows[first_valid:].any():
-            bad = [n for n in names if table[n].iloc[first_valid:].isna().any()]
-            raise InputValidationError(
-                f"Confound column(s) {bad} in {source} hold n/a values beyond the first "
-                "rows; choose other columns or fill them."
-            )
-        values[:first_valid] = 0.0
-    return values, names
-
-
-def clean_run(data, confounds=None, detrend=True, standardize="zscore_run", t_r=None):
+def clean_run(
+    data, confounds=None, detrend=True, standardize="zscore_run", t_r=None, sample_mask=None
+):
     """Clean one run's (n_volumes, n_voxels) time series with :func:`nilearn.signal.clean`.
 
     Detrending (linear) and confound regression are done jointly, as nilearn does;
     ``standardize='zscore_run'`` then z-scores each voxel over the run's volumes
     (``zscore_sample``: unit variance with ddof=1); constant voxels stay at 0.
+    ``sample_mask`` (indices of the volumes kept) censors the others before cleaning,
+    as nilearn does: the result has one row per kept volume.
     """
     if standardize not in STANDARDIZE_CHOICES:
         raise InputValidationError(
@@ -127,23 +85,55 @@ def clean_run(data, confounds=None, detrend=True, standardize="zscore_run", t_r=
         standardize_confounds=True,
         t_r=t_r,
         ensure_finite=False,
+        sample_mask=sample_mask,
     )
+
+
+def read_image_data(img, name="BOLD series"):
+    """The data array of ``img``, or an error naming the file when it cannot be read.
+
+    A truncated or corrupt file (``EOFError``, ``zlib.error``, short reads) is reported
+    as :class:`InputValidationError` instead of a traceback.
+    """
+    import zlib
+
+    try:
+        return np.asanyarray(img.dataobj)
+    except (EOFError, OSError, ValueError, zlib.error) as err:
+        raise InputValidationError(
+            f"{name} cannot be read ({type(err).__name__}: {err}); the file is truncated or "
+            "corrupt. Copy it again from its source (or re-run fMRIPrep for that run)."
+        ) from None
 
 
 def masked_run_data(bold_img, mask, name="BOLD series"):
     """Return the (n_volumes, n_voxels) float64 data of ``bold_img`` inside ``mask``.
 
-    Raises when the masked data hold NaN or infinite values.
+    Raises when the file cannot be read, or when the masked data hold NaN or infinite
+    values.
     """
-    data = np.asanyarray(bold_img.dataobj)
+    data = read_image_data(bold_img, name)
     values = data[np.asarray(mask, dtype=bool)].T.astype(np.float64)
     if not np.isfinite(values).all():
-        bad = np.flatnonzero(~np.isfinite(values).all(axis=0)).size
+        bad = ~np.isfinite(values)
+        voxels = np.flatnonzero(bad.any(axis=0)).size
+        volumes = np.flatnonzero(bad.any(axis=1))
         raise InputValidationError(
-            f"{name} holds NaN or infinite values in {bad} voxel(s) inside the brain mask; "
-            "re-run preprocessing or exclude those voxels from the mask."
+            f"{name} holds NaN or infinite values in {voxels} voxel(s) inside the brain mask "
+            f"(volume(s) {volumes[:5].tolist()}{' ...' if volumes.size > 5 else ''}); "
+            "re-run preprocessing, or exclude those voxels from the mask (--bids-filter-file "
+            "can drop the run)."
         )
     return values
+
+
+def check_run_data(bold_img, mask, name="BOLD series"):
+    """Read one run inside ``mask`` and check it, without keeping the data.
+
+    The up-front check of :func:`mvpa_flows.core.data.dataset.check_inputs` with
+    ``check_data=True``: a truncated file or non-finite voxels fail before any analysis.
+    """
+    masked_run_data(bold_img, mask, name)
 
 
 def prepare_samples(
@@ -156,6 +146,8 @@ def prepare_samples(
     standardize: str = "zscore_run",
     t_r: Sequence[float] | None = None,
     bold_names: Sequence[str] | None = None,
+    sample_masks: Sequence | None = None,
+    groups: Sequence | None = None,
 ):
     """Clean each run inside ``mask_img`` and keep the labelled volumes.
 
@@ -163,32 +155,62 @@ def prepare_samples(
     ----------
     bold_imgs : 4D images, one per run, in the order of ``runs``
     mask_img : 3D analysis mask on the BOLD grid
-    sample_table : DataFrame with ``run`` and ``volume`` columns (see
+    sample_table : DataFrame with ``volume`` and the run key columns (see
         :func:`mvpa_flows.core.data.samples.build_sample_table`)
+    runs : run labels, one per image
     confounds : per run, an (n_volumes, k) array or None
+    sample_masks : per run, the indices of the volumes kept (None: all); censored
+        volumes are left out of the cleaning and must not be in ``sample_table``
+    groups : per run, its cross-validation group (default: ``runs``); matched against
+        :func:`mvpa_flows.core.data.samples.sample_groups` of the table
 
     Returns
     -------
     X : ndarray, shape (n_samples, n_voxels), rows in ``sample_table`` order
     """
+    from mvpa_flows.core.data.samples import sample_groups
+
     mask = np.asanyarray(mask_img.dataobj) > 0
-    confounds = confounds if confounds is not None else [None] * len(bold_imgs)
-    t_r = t_r if t_r is not None else [None] * len(bold_imgs)
+    n_runs = len(bold_imgs)
+    confounds = confounds if confounds is not None else [None] * n_runs
+    t_r = t_r if t_r is not None else [None] * n_runs
+    sample_masks = sample_masks if sample_masks is not None else [None] * n_runs
+    groups = list(groups) if groups is not None else list(runs)
     bold_names = bold_names or [f"BOLD of run {r}" for r in runs]
-    blocks = []
-    for img, run, conf, tr, name in zip(bold_imgs, runs, confounds, t_r, bold_names, strict=True):
+    table_groups = np.asarray([str(g) for g in sample_groups(sample_table)])
+    blocks, order = [], []
+    for img, group, conf, tr, kept, name in zip(
+        bold_imgs, groups, confounds, t_r, sample_masks, bold_names, strict=True
+    ):
         data = masked_run_data(img, mask, name)
         if conf is not None and conf.shape[0] != data.shape[0]:
             raise InputValidationError(
                 f"The confounds of {name} have {conf.shape[0]} rows but the series has "
                 f"{data.shape[0]} volumes; use the confounds file of the same run."
             )
-        cleaned = clean_run(data, conf, detrend=detrend, standardize=standardize, t_r=tr)
-        volumes = sample_table.loc[sample_table["run"] == run, "volume"].to_numpy()
+        cleaned = clean_run(
+            data, conf, detrend=detrend, standardize=standardize, t_r=tr, sample_mask=kept
+        )
+        where = np.flatnonzero(table_groups == str(group))
+        volumes = sample_table["volume"].to_numpy()[where]
         if volumes.size and volumes.max() >= data.shape[0]:
             raise InputValidationError(
                 f"Events of {name} label volume {volumes.max()} but the series has "
                 f"{data.shape[0]} volumes."
             )
+        if kept is not None:
+            kept = np.asarray(kept)
+            position = np.searchsorted(kept, volumes)
+            if volumes.size and not np.array_equal(kept[np.minimum(position, kept.size - 1)],
+                                                   volumes):  # fmt:skip
+                raise InputValidationError(
+                    f"The sample table of {name} holds censored volumes; drop them first."
+                )
+            volumes = position
         blocks.append(cleaned[volumes])
-    return np.concatenate(blocks, axis=0)
+        order.append(where)
+    X = np.concatenate(blocks, axis=0)
+    rows = np.concatenate(order)
+    out = np.empty_like(X)
+    out[rows] = X
+    return out

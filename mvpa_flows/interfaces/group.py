@@ -30,11 +30,19 @@ class _PrepareTimeseriesInputSpec(BaseInterfaceInputSpec):
         traits.Either(None, File(exists=True)), desc="confounds table per run"
     )
     events_file = traits.List(File(exists=True), desc="events per run (conditions mode)")
-    runs = traits.List(traits.Int, mandatory=True, desc="run label of each series")
+    runs = traits.List(
+        traits.Either(traits.Int, traits.Str),
+        mandatory=True,
+        desc="run label of each series (RUN, or SESSION:RUN with sessions)",
+    )
     repetition_time = traits.List(traits.Float, desc="TR per run")
     roi_mask = File(exists=True, mandatory=True, desc="ROI on the BOLD grid")
-    train_runs = traits.List(traits.Int, mandatory=True, desc="runs to estimate alignment")
-    test_runs = traits.List(traits.Int, mandatory=True, desc="runs to test it on")
+    train_runs = traits.List(
+        traits.Either(traits.Int, traits.Str), mandatory=True, desc="runs to estimate alignment"
+    )
+    test_runs = traits.List(
+        traits.Either(traits.Int, traits.Str), mandatory=True, desc="runs to test it on"
+    )
     mode = traits.Enum("segments", "conditions", usedefault=True, desc="BSC mode")
     conditions = traits.Either(
         None,
@@ -44,8 +52,20 @@ class _PrepareTimeseriesInputSpec(BaseInterfaceInputSpec):
         desc="trial types (conditions mode)",
     )
     confounds = traits.Either(
-        None, traits.List(traits.Str), default=None, usedefault=True, desc="confound columns"
+        None,
+        traits.List(traits.Str),
+        default=None,
+        usedefault=True,
+        desc="confound columns or shell-style patterns",
     )
+    confounds_strategy = traits.Either(
+        None,
+        traits.Enum("simple", "scrubbing", "compcor", "ica_aroma"),
+        default=None,
+        usedefault=True,
+        desc="nilearn denoising strategy instead of columns (no censoring allowed)",
+    )
+    confounds_strategy_options = traits.Dict(desc="options of the confounds strategy")
     detrend = traits.Bool(True, usedefault=True, desc="linear detrending per run")
     standardize = traits.Enum("zscore_run", "none", usedefault=True, desc="per-run scaling")
     hrf_delay = traits.Float(0.0, usedefault=True, desc="seconds added to event onsets")
@@ -92,6 +112,8 @@ class PrepareTimeseries(SimpleInterface):
             confounds=self.inputs.confounds,
             detrend=self.inputs.detrend,
             standardize=self.inputs.standardize,
+            confounds_strategy=self.inputs.confounds_strategy,
+            confounds_strategy_options=self.inputs.confounds_strategy_options or None,
         )
         self._results["confounds_used"] = confounds_used(
             pick(self.inputs.confounds_file), self.inputs.confounds
@@ -145,8 +167,12 @@ class _HyperalignGroupInputSpec(BaseInterfaceInputSpec):
     mode = traits.Enum("segments", "conditions", usedefault=True, desc="BSC mode")
     segment_length = traits.Float(18.0, usedefault=True, desc="segment length in s")
     repetition_time = traits.Float(mandatory=True, desc="TR in s")
-    train_runs = traits.List(traits.Int, mandatory=True, desc="alignment runs")
-    test_runs = traits.List(traits.Int, mandatory=True, desc="test runs")
+    train_runs = traits.List(
+        traits.Either(traits.Int, traits.Str), mandatory=True, desc="alignment runs"
+    )
+    test_runs = traits.List(
+        traits.Either(traits.Int, traits.Str), mandatory=True, desc="test runs"
+    )
     hyperalignment_params = traits.Dict(desc="parameters of hyperalign()")
     confounds_used = traits.List(
         traits.List(traits.Str), desc="confound columns regressed out, per subject"

@@ -26,7 +26,10 @@ class _PrepareSamplesInputSpec(BaseInterfaceInputSpec):
         traits.Either(None, File(exists=True)),
         desc="fMRIPrep confounds table per run (None where absent)",
     )
-    runs = traits.List(traits.Any, desc="run labels, the cross-validation groups")
+    runs = traits.List(traits.Any, desc="run labels (with sessions, groups are session x run)")
+    sessions = traits.List(
+        traits.Either(None, traits.Str), desc="session label per run (None: no session)"
+    )
     repetition_time = traits.List(traits.Float, desc="TR in seconds per run")
     conditions = traits.Either(
         None,
@@ -40,8 +43,17 @@ class _PrepareSamplesInputSpec(BaseInterfaceInputSpec):
         traits.List(traits.Str),
         default=None,
         usedefault=True,
-        desc="confound columns (None: motion when present; ['none']: none)",
+        desc="confound columns or shell-style patterns (None: motion when present; "
+        "['none']: none)",
     )
+    confounds_strategy = traits.Either(
+        None,
+        traits.Enum("simple", "scrubbing", "compcor", "ica_aroma"),
+        default=None,
+        usedefault=True,
+        desc="nilearn denoising strategy (load_confounds_strategy) instead of columns",
+    )
+    confounds_strategy_options = traits.Dict(desc="options of the confounds strategy")
     detrend = traits.Bool(True, usedefault=True, desc="remove a linear trend per run")
     standardize = traits.Enum("zscore_run", "none", usedefault=True, desc="per-run scaling")
     hrf_delay = traits.Float(0.0, usedefault=True, desc="seconds added to event onsets")
@@ -61,7 +73,9 @@ class _PrepareSamplesOutputSpec(TraitedSpec):
     info = traits.Dict(desc="what was used: conditions, counts, confounds, cleaning")
     info_file = File(exists=True, desc="the same information as JSON")
     contrast = traits.Str(desc="the contrast- entity of the outputs")
-    mean_bold = File(exists=True, desc="mean EPI of the first run (report background)")
+    mean_bold = File(
+        exists=True, desc="reference image: mean EPI of the first run (report background)"
+    )
 
 
 class PrepareSamples(SimpleInterface):
@@ -76,7 +90,7 @@ class PrepareSamples(SimpleInterface):
     def _run_interface(self, runtime):
         optional = {
             name: getattr(self.inputs, name) or None
-            for name in ("confounds_file", "runs", "repetition_time")
+            for name in ("confounds_file", "runs", "repetition_time", "sessions")
         }
         X, table, mask_img, info = load_samples(
             self.inputs.bold_file,
@@ -90,6 +104,9 @@ class PrepareSamples(SimpleInterface):
             detrend=self.inputs.detrend,
             standardize=self.inputs.standardize,
             hrf_delay=self.inputs.hrf_delay,
+            sessions=optional["sessions"],
+            confounds_strategy=self.inputs.confounds_strategy,
+            confounds_strategy_options=self.inputs.confounds_strategy_options or None,
         )
         cwd = runtime.cwd
         self._results["data_file"] = os.path.join(cwd, "samples.npy")

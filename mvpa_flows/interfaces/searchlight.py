@@ -18,6 +18,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from mvpa_flows.core.data.samples import sample_groups
 from mvpa_flows.core.searchlight import SearchlightResult, merge_results, search_light
 from mvpa_flows.core.searchlight.maps import (
     chunk_centres,
@@ -92,7 +93,7 @@ class SearchlightChunk(SimpleInterface):
             samples["label"].astype(str).to_numpy(),
             estimator_from_spec(self.inputs.estimator, self.inputs.random_seed),
             A,
-            groups=samples["run"].to_numpy(),
+            groups=sample_groups(samples),
             cv=self.inputs.cv,
             scoring=self.inputs.scoring,
             n_permutations=self.inputs.n_permutations,

@@ -40,6 +40,8 @@ def init_mvpa_flows_wf(config):
             detrend=config.detrend,
             standardize=config.standardize,
             hrf_delay=config.hrf_delay,
+            confounds_strategy=config.confounds_strategy,
+            confounds_strategy_options=config.confounds_strategy_options,
             searchlight={
                 "radius": config.radius,
                 "estimator": config.estimator,
@@ -61,6 +63,9 @@ def init_single_subject_wf(*, subject_id, subject_data, name=None, **mvpa_kwargs
     """
     Feed one subject's collected BIDS inputs to :func:`init_mvpa_wf`.
 
+    A subject analysed session by session holds one ``mvpa_ses_<label>_wf`` per session;
+    otherwise one ``mvpa_wf`` takes every run (sessions pooled).
+
     Workflow Graph
         .. workflow::
             :graph2use: orig
@@ -77,8 +82,10 @@ def init_single_subject_wf(*, subject_id, subject_data, name=None, **mvpa_kwargs
     ----------
     subject_id : str
         Label without ``sub-``.
-    subject_data : dict
-        Output of :func:`mvpa_flows.interfaces.bids.collect_inputs`.
+    subject_data : dict or list of dict
+        Output of :func:`mvpa_flows.interfaces.bids.collect_inputs`, or one such dict per
+        analysis unit (session), each with ``label`` (the session, or None when pooled),
+        ``entities`` (output name entities) and ``sidecar`` (extra sidecar fields).
     name : str or None
         Workflow name (default ``single_subject_<label>_wf``).
     **mvpa_kwargs
@@ -87,36 +94,37 @@ def init_single_subject_wf(*, subject_id, subject_data, name=None, **mvpa_kwargs
     from nipype.pipeline.engine import Workflow
 
     workflow = Workflow(name=name or f"single_subject_{subject_id}_wf")
-    bidssrc = pe.Node(
-        niu.IdentityInterface(
-            fields=[
-                "bold_file",
-                "bold_mask",
-                "confounds_file",
-                "events_file",
-                "runs",
-                "repetition_time",
-            ]
-        ),
-        name="bidssrc",
-    )
-    bidssrc.inputs.bold_file = list(subject_data["bold"])
-    bidssrc.inputs.bold_mask = list(subject_data["mask"])
-    bidssrc.inputs.events_file = list(subject_data["events"])
-    bidssrc.inputs.confounds_file = list(subject_data["confounds"])
-    bidssrc.inputs.runs = list(subject_data["runs"])
-    bidssrc.inputs.repetition_time = [
-        float(meta["RepetitionTime"]) for meta in subject_data["bold_metadata"]
-    ]
-    mvpa_wf = init_mvpa_wf(**mvpa_kwargs)
-    workflow.connect([
-        (bidssrc, mvpa_wf, [
-            ("bold_file", "inputnode.bold_file"),
-            ("bold_mask", "inputnode.bold_mask"),
-            ("confounds_file", "inputnode.confounds_file"),
-            ("events_file", "inputnode.events_file"),
-            ("runs", "inputnode.runs"),
-            ("repetition_time", "inputnode.repetition_time"),
-        ]),
-    ])  # fmt:skip
+    units = [subject_data] if isinstance(subject_data, dict) else list(subject_data)
+    fields = ["bold_file", "bold_mask", "confounds_file", "events_file", "runs", "sessions",
+              "repetition_time"]  # fmt:skip
+    for unit in units:
+        label = unit.get("label")
+        suffix = f"_ses_{label}" if label is not None else ""
+        bidssrc = pe.Node(niu.IdentityInterface(fields=fields), name=f"bidssrc{suffix}")
+        bidssrc.inputs.bold_file = list(unit["bold"])
+        bidssrc.inputs.bold_mask = list(unit["mask"])
+        bidssrc.inputs.events_file = list(unit["events"])
+        bidssrc.inputs.confounds_file = list(unit["confounds"])
+        bidssrc.inputs.runs = list(unit["runs"])
+        bidssrc.inputs.sessions = list(unit.get("sessions") or [None] * len(unit["runs"]))
+        bidssrc.inputs.repetition_time = [
+            float(meta["RepetitionTime"]) for meta in unit["bold_metadata"]
+        ]
+        mvpa_wf = init_mvpa_wf(
+            **mvpa_kwargs,
+            entities=unit.get("entities"),
+            sidecar=unit.get("sidecar"),
+            name=f"mvpa{suffix}_wf",
+        )
+        workflow.connect([
+            (bidssrc, mvpa_wf, [
+                ("bold_file", "inputnode.bold_file"),
+                ("bold_mask", "inputnode.bold_mask"),
+                ("confounds_file", "inputnode.confounds_file"),
+                ("events_file", "inputnode.events_file"),
+                ("runs", "inputnode.runs"),
+                ("sessions", "inputnode.sessions"),
+                ("repetition_time", "inputnode.repetition_time"),
+            ]),
+        ])  # fmt:skip
     return workflow

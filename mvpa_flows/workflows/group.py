@@ -3,7 +3,7 @@
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from mvpa_flows.interfaces.bids import DerivativesDataSink
+from mvpa_flows.interfaces.bids import DerivativesDataSink, parse_space
 from mvpa_flows.interfaces.group import (
     GroupSearchlightStats,
     HyperalignGroup,
@@ -41,13 +41,20 @@ GROUP_SEARCHLIGHT_METHODS = MethodsText(
 
 
 def _sink(
-    name, output_dir, dataset_links, entities, description, base_entities=None, mapnode=False
+    name,
+    output_dir,
+    dataset_links,
+    entities,
+    description,
+    base_entities=None,
+    mapnode=False,
+    sidecar=None,
 ):
     kwargs = dict(
         base_directory=str(output_dir),
         dataset_links=dict(dataset_links or {}),
         entities=entities,
-        metadata={"Description": description},
+        metadata={"Description": description, **dict(sidecar or {})},
     )
     if base_entities is not None and not mapnode:
         kwargs["base_entities"] = base_entities
@@ -80,6 +87,10 @@ def init_group_hyperalignment_wf(
     hyperalignment_params=None,
     model_label=None,
     dataset_links=None,
+    confounds_strategy=None,
+    confounds_strategy_options=None,
+    session=None,
+    sidecar=None,
     name="group_hyperalignment_wf",
 ):
     """
@@ -106,10 +117,14 @@ def init_group_hyperalignment_wf(
         Subject labels, in the order of the inputnode lists.
     output_dir : str
         Derivatives root.
-    task, space : str
-        Entities of the outputs (space None: native).
-    train_runs, test_runs : list of int
-        Runs estimating the alignment and runs testing it (disjoint).
+    task : str
+        Task entity of the outputs.
+    space : str, dict or None
+        Space of the inputs: fMRIPrep's spelling (``MNI152NLin2009cAsym:res-2``) or the
+        entities (space, cohort, res, den); None is the native space.
+    train_runs, test_runs : list of int or str
+        Runs estimating the alignment and runs testing it (disjoint); ``SESSION:RUN``
+        labels when the runs come from several sessions.
     repetition_time : float
         TR in seconds (shared by every subject).
     mode : {"segments", "conditions"}
@@ -124,6 +139,12 @@ def init_group_hyperalignment_wf(
         Label of the common model (``to-``/``tpl-`` entities; default ``<task>HA``).
     dataset_links : dict or None
         Dataset name -> root, for BIDS URIs.
+    confounds_strategy, confounds_strategy_options
+        A nilearn denoising strategy instead of ``confounds`` (it must not censor).
+    session : str or None
+        ``ses-`` entity of the outputs (when every run comes from one session).
+    sidecar : dict or None
+        Fields added to every sidecar (SpatialReference, Resolution).
     name : str
         Workflow name.
 
@@ -146,6 +167,8 @@ def init_group_hyperalignment_wf(
     from nipype.pipeline.engine import Workflow
 
     model = model_label or f"{task}HA"
+    space_ents = parse_space(space)
+    grid = {k: space_ents[k] for k in ("cohort", "res", "den")}
     workflow = Workflow(name=name)
     workflow.__desc__ = [GROUP_METHODS, HYPERALIGNMENT_METHODS]
     inputnode = pe.Node(
@@ -175,6 +198,8 @@ def init_group_hyperalignment_wf(
             detrend=detrend,
             standardize=standardize,
             hrf_delay=hrf_delay,
+            confounds_strategy=confounds_strategy,
+            confounds_strategy_options=dict(confounds_strategy_options or {}),
         ),
         iterfield=[
             "subject",
@@ -208,7 +233,7 @@ def init_group_hyperalignment_wf(
         output_dir,
         dataset_links,
         {
-            "from": space or "native",
+            "from": space_ents["space"] or "boldref",
             "to": model,
             "mode": "image",
             "desc": "procrustes",
@@ -217,9 +242,12 @@ def init_group_hyperalignment_wf(
         "Procrustes hyperalignment transform of the subject's ROI voxels into the "
         "common model space.",
         mapnode=True,
+        sidecar=sidecar,
     )
-    ds_xfm.inputs.base_entities = [{"subject": s, "task": task} for s in subjects]
-    group_entities = {"task": task, "space": space}
+    ds_xfm.inputs.base_entities = [
+        {"subject": s, "session": session, "task": task, **grid} for s in subjects
+    ]
+    group_entities = {"session": session, "task": task, **space_ents}
     ds_model = _sink(
         "ds_model",
         output_dir,
@@ -227,6 +255,7 @@ def init_group_hyperalignment_wf(
         {"template": model, "desc": "common", "suffix": "model"},
         "Common model space: the hyperalignment template (training samples x model dimensions).",
         base_entities=group_entities,
+        sidecar=sidecar,
     )
     ds_scores = _sink(
         "ds_bsc_scores",
@@ -236,6 +265,7 @@ def init_group_hyperalignment_wf(
         "Between-subject classification, leave one subject out: anatomical "
         "alignment, hyperalignment and within-subject accuracy per subject.",
         base_entities=group_entities,
+        sidecar=sidecar,
     )
     sources = pe.Node(
         niu.Function(function=_flat_sources, output_names=["flat", "per_subject"]), name="sources"
@@ -271,10 +301,6 @@ def init_group_hyperalignment_wf(
         (meta, report_wf, [("out", "inputnode.metadata")]),
         (sources, report_wf, [("flat", "inputnode.source_files")]),
     ])  # fmt:skip
-    ds_model.inputs.metadata = {
-        "Description": "Common model space: the hyperalignment template.",
-        "SpatialReference": space or "native",
-    }
     return workflow
 
 
@@ -314,6 +340,8 @@ def init_group_searchlight_wf(
     n_permutations=10000,
     random_seed=None,
     dataset_links=None,
+    entities=None,
+    sidecar=None,
     name="group_searchlight_wf",
 ):
     """
@@ -331,8 +359,10 @@ def init_group_searchlight_wf(
 
     Parameters
     ----------
-    output_dir, task, space, contrast
+    output_dir, task, contrast
         Output location and entities.
+    space : str, dict or None
+        Space of the maps (fMRIPrep's spelling or entities).
     stat : str
         stat- entity of the participant maps (accuracy, balancedAccuracy, auc).
     chance : float
@@ -343,6 +373,10 @@ def init_group_searchlight_wf(
         Seed of the sign flips.
     dataset_links : dict or None
         Dataset name -> root, for BIDS URIs.
+    entities : dict or None
+        More entities of the output names (``session`` for maps of one session).
+    sidecar : dict or None
+        Fields added to every sidecar (SpatialReference, Resolution).
     name : str
         Workflow name.
 
@@ -376,7 +410,7 @@ def init_group_searchlight_wf(
         ),
         name="group_stats",
     )
-    base = {"task": task, "space": space, "contrast": contrast}
+    base = {**dict(entities or {}), "task": task, **parse_space(space), "contrast": contrast}
     sinks = {
         "t_map": (
             "t",
@@ -393,6 +427,7 @@ def init_group_searchlight_wf(
             {"stat": stat_label, "desc": "searchlightgroup", "suffix": "statmap"},
             description,
             base_entities=base,
+            sidecar=sidecar,
         )
         workflow.connect([
             (stats, node, [(field, "in_file"), (("metadata", _listify), "extra_metadata")]),

@@ -29,6 +29,7 @@ INPUT_FIELDS = [
     "events_file",
     "source_file",
     "runs",
+    "sessions",
     "repetition_time",
 ]
 FMRIPREP_ALIASES = {
@@ -69,7 +70,11 @@ def init_mvpa_wf(
     detrend=True,
     standardize="zscore_run",
     hrf_delay=0.0,
+    confounds_strategy=None,
+    confounds_strategy_options=None,
     searchlight=None,
+    entities=None,
+    sidecar=None,
     name="mvpa_wf",
 ):
     """
@@ -98,6 +103,9 @@ def init_mvpa_wf(
         Dataset name -> root, so sidecars cite ``bids:<name>:<path>`` URIs.
     conditions, confounds, detrend, standardize, hrf_delay
         See :func:`~mvpa_flows.workflows.prepare.init_prepare_wf`.
+    confounds_strategy, confounds_strategy_options
+        A nilearn denoising strategy instead of ``confounds`` (see
+        :func:`~mvpa_flows.workflows.prepare.init_prepare_wf`).
     contrast_label : str or None
         Value of the ``contrast-`` entity (default: the conditions in camelCase joined
         by ``Vs``).
@@ -106,6 +114,13 @@ def init_mvpa_wf(
         :func:`~mvpa_flows.workflows.searchlight.init_searchlight_wf` (radius,
         estimator, cv, scoring, n_permutations, random_seed, process_mask, n_chunks,
         n_jobs).
+    entities : dict or None
+        Entities of the output names (``subject``, ``session``, ``task``, ``space``,
+        ``cohort``, ``res``, ``den``). Default: those every BOLD series shares, so an
+        analysis pooled over sessions carries no ``ses-``.
+    sidecar : dict or None
+        Fields added to every output's sidecar (``SpatialReference``, ``Resolution``,
+        and ``SkullStripped`` of the BOLD series for the reference image).
     name : str
         Workflow name.
 
@@ -123,6 +138,9 @@ def init_mvpa_wf(
         File(s) whose entities name the outputs (default: the BOLD series).
     runs
         Run labels (default 1..n).
+    sessions
+        Session label per run (optional): runs are keyed by (session, run) and the
+        cross-validation groups are session x run.
     repetition_time
         TR per run (default: the NIfTI header).
 
@@ -135,7 +153,8 @@ def init_mvpa_wf(
     score_map, score_p_map
         Searchlight maps (when ``"searchlight"`` is among ``analyses``).
     mean_bold
-        Mean EPI of the first run (background of the report figures).
+        Reference image: the mean EPI of the first run (``_boldref``; background of the
+        report figures).
     """
     from nipype.pipeline.engine import Workflow
 
@@ -175,36 +194,47 @@ def init_mvpa_wf(
         detrend=detrend,
         standardize=standardize,
         hrf_delay=hrf_delay,
+        confounds_strategy=confounds_strategy,
+        confounds_strategy_options=confounds_strategy_options,
     )
     prepare_wf.get_node("prepare_samples").inputs.contrast_label = contrast_label
+    common = {k: v for k, v in dict(sidecar or {}).items() if k != "SkullStripped"}
 
-    def sink(node_name, entities, description):
-        return pe.Node(
+    def sink(node_name, out_entities, description, **fields):
+        node = pe.Node(
             DerivativesDataSink(
                 base_directory=str(output_dir),
-                entities=entities,
+                entities=out_entities,
                 dataset_links=dict(dataset_links or {}),
-                metadata={"Description": description},
+                metadata={"Description": description, **common, **fields},
             ),
             name=node_name,
             run_without_submitting=True,
         )
+        if entities:
+            node.inputs.base_entities = dict(entities)
+        return node
 
     ds_mask = sink(
         "ds_mask",
         {"desc": "analysis", "suffix": "mask"},
         "Analysis mask: the intersection of the runs' brain masks.",
+        Type="Brain",
     )
+    reference = {"SkullStripped": (sidecar or {}).get("SkullStripped", False)}
     ds_mean = sink(
         "ds_mean_bold",
-        {"desc": "mean", "suffix": "bold"},
-        "Mean over time of the first run's preprocessed BOLD series (figure background).",
+        {"suffix": "boldref"},
+        "Reference image: the mean over time of the first run's preprocessed BOLD series "
+        "(figure background).",
+        **reference,
     )
     ds_samples = sink(
         "ds_samples",
-        {"suffix": "samples", "space": None},
-        "Labelled samples: one row per volume kept (run, volume index, "
-        "acquisition onset in seconds, label); runs are the CV groups.",
+        {"suffix": "samples"},
+        "Labelled samples: one row per volume kept ([session,] run, volume index, "
+        "acquisition onset in seconds, label); runs (session x run with sessions) are the "
+        "cross-validation groups.",
     )
     for alias, field in FMRIPREP_ALIASES.items():
         workflow.connect([
@@ -216,6 +246,7 @@ def init_mvpa_wf(
         (inputnode, prepare_wf, [
             ("events_file", "inputnode.events_file"),
             ("runs", "inputnode.runs"),
+            ("sessions", "inputnode.sessions"),
             ("repetition_time", "inputnode.repetition_time"),
         ]),
         (inputnode, sources, [("events_file", "events_file"), ("source_file", "source_file")]),
@@ -265,8 +296,8 @@ def init_mvpa_wf(
             (prepare_wf, meta, [("outputnode.info", "in1")]),
             (analysis_wf, meta, [("outputnode.metadata", "in2")]),
         ])  # fmt:skip
-        for field, out_field, node_name, entities, description in maps:
-            ds = sink(node_name, {**entities, "suffix": "statmap"}, description)
+        for field, out_field, node_name, map_entities, description in maps:
+            ds = sink(node_name, {**map_entities, "suffix": "statmap"}, description)
             workflow.connect([
                 (analysis_wf, ds, [(f"outputnode.{field}", "in_file")]),
                 (meta, ds, [("out", "extra_metadata")]),

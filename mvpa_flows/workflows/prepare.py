@@ -24,6 +24,8 @@ def init_prepare_wf(
     detrend=True,
     standardize="zscore_run",
     hrf_delay=0.0,
+    confounds_strategy=None,
+    confounds_strategy_options=None,
     name="prepare_wf",
 ):
     """
@@ -48,14 +50,19 @@ def init_prepare_wf(
     conditions : list of str or None
         trial_type values to keep (None: every trial_type in the events).
     confounds : list of str or None
-        Confound columns (None: the six motion parameters when present; ``["none"]``
-        disables).
+        Confound columns or shell-style patterns such as ``"a_comp_cor_*"`` (None: the
+        six motion parameters when present; ``["none"]`` disables).
     detrend : bool
         Remove a linear trend per run.
     standardize : {"zscore_run", "none"}
         z-score each voxel within each run.
     hrf_delay : float
         Seconds added to event onsets.
+    confounds_strategy : {"simple", "scrubbing", "compcor", "ica_aroma"} or None
+        A nilearn denoising strategy instead of ``confounds``; censored volumes are left
+        out of the samples.
+    confounds_strategy_options : dict or None
+        Its options (``nilearn.interfaces.fmriprep.load_confounds_strategy``).
     name : str
         Workflow name.
 
@@ -70,7 +77,10 @@ def init_prepare_wf(
     events_file
         Raw BIDS ``_events.tsv`` per run.
     runs
-        Run labels (cross-validation groups).
+        Run labels.
+    sessions
+        Session label per run (optional); the cross-validation groups are then
+        session x run.
     repetition_time
         TR per run in seconds.
 
@@ -101,6 +111,7 @@ def init_prepare_wf(
                 "confounds_file",
                 "events_file",
                 "runs",
+                "sessions",
                 "repetition_time",
             ]
         ),
@@ -119,6 +130,8 @@ def init_prepare_wf(
             detrend=detrend,
             standardize=standardize,
             hrf_delay=hrf_delay,
+            confounds_strategy=confounds_strategy,
+            confounds_strategy_options=dict(confounds_strategy_options or {}),
         ),
         name="prepare_samples",
     )
@@ -129,6 +142,7 @@ def init_prepare_wf(
             ("confounds_file", "confounds_file"),
             ("events_file", "events_file"),
             ("runs", "runs"),
+            ("sessions", "sessions"),
             ("repetition_time", "repetition_time"),
         ]),
         (prepare, outputnode, [

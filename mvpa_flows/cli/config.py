@@ -30,10 +30,14 @@ class RunConfig:
     work_dir: Path
     participant_label: list | None = None
     task: str | None = None
+    session_label: list | None = None
+    per_session: bool = False
     space: str | None = None
     conditions: list | None = None
     contrast_label: str | None = None
     confounds: list | None = None
+    confounds_strategy: str | None = None
+    confounds_strategy_options: dict = field(default_factory=dict)
     detrend: bool = True
     standardize: str = "zscore_run"
     hrf_delay: float = 0.0
@@ -50,6 +54,10 @@ class RunConfig:
     bsc: str = "segments"
     segment_length: float = 18.0
     random_seed: int | None = None
+    allow_subject_space: bool = False
+    derivatives: dict = field(default_factory=dict)
+    work_dir_given: bool = True
+    space_entities: dict = field(default_factory=dict)
     bids_filters: dict = field(default_factory=dict)
     bids_database_dir: Path | None = None
     skip_bids_validation: bool = False
@@ -78,6 +86,13 @@ class RunConfig:
     def searchlight_jobs(self):
         """Workers inside each searchlight chunk node: the cores left per chunk."""
         return max(1, self.nprocs // max(1, self.searchlight_chunks))
+
+    @property
+    def input_dirs(self):
+        """Name -> folder of every input dataset (raw, fmriprep and other derivatives)."""
+        dirs = {"raw": self.bids_dir, "fmriprep": self.fmriprep_dir}
+        dirs.update({name: Path(path).absolute() for name, path in self.derivatives.items()})
+        return dirs
 
     @property
     def dataset_links(self):
@@ -178,8 +193,50 @@ def _load_plugin(path):
     return plugin
 
 
+def _option_value(text):
+    """A KEY=VALUE option value: integers, numbers, booleans and null as JSON reads them."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return {"none": None, "true": True, "false": False}.get(text.lower(), text)
+
+
+def _confounds_strategy(tokens):
+    """``--confounds-strategy NAME [KEY=VALUE ...]`` -> (name, options)."""
+    name, *pairs = tokens
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(
+                f"--confounds-strategy {' '.join(tokens)}: {pair!r} is not KEY=VALUE (e.g. "
+                "--confounds-strategy compcor n_compcor=5)."
+            )
+        options[key] = _option_value(value)
+    return name, options
+
+
+def default_work_dir(output_dir, input_dirs):
+    """``OUTPUT_DIR/../work-mvpa_flows``, or a folder of the system temporary directory
+    when that would be inside an input dataset (e.g. ``BIDS_DIR/derivatives``)."""
+    import hashlib
+    import tempfile
+
+    candidate = Path(output_dir).parent / "work-mvpa_flows"
+    resolved = candidate.resolve()
+    roots = [Path(d).resolve() for d in input_dirs]
+    if any(resolved == root or root in resolved.parents for root in roots):
+        digest = hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"mvpa_flows-work-{digest}"
+    return candidate
+
+
 def build_config(args, argv=None):
     """Resolve the configuration from parsed ``args`` (explicit flags > spec > defaults)."""
+    from mvpa_flows.cli.parser import cli_message
+    from mvpa_flows.core.data.confounds import check_strategy
+    from mvpa_flows.interfaces.bids import parse_space
+
     schema = bids_specs.load("analysis.schema.json")["properties"]
     spec = load_spec(args.spec) if args.spec else {}
     values = {key: prop.get("default") for key, prop in schema.items()}
@@ -189,24 +246,44 @@ def build_config(args, argv=None):
         given = getattr(args, key, None)
         if given is not None:
             values[key] = given
+    if getattr(args, "confounds_strategy", None):
+        values["confounds_strategy"], values["confounds_strategy_options"] = _confounds_strategy(
+            args.confounds_strategy
+        )
     if values.get("process_mask"):
         values["process_mask"] = str(Path(values["process_mask"]).absolute())
     if values.get("roi_mask"):
         values["roi_mask"] = str(Path(values["roi_mask"]).absolute())
-    if values.get("participant_label"):
-        values["participant_label"] = [
-            p[4:] if p.startswith("sub-") else p for p in values["participant_label"]
-        ]
+    for key, prefix in (("participant_label", "sub-"), ("session_label", "ses-")):
+        if values.get(key):
+            values[key] = [p[len(prefix) :] if p.startswith(prefix) else p for p in values[key]]
     _merge_estimator_params(values, getattr(args, "estimator_params", None))
+    try:
+        parse_space(values.get("space"))
+    except ValueError as err:
+        raise UsageError(f"--space: {err}") from None
     validate_spec({k: v for k, v in values.items() if v is not None}, "the options given")
     check_estimator(values["estimator"])
+    if values.get("confounds_strategy"):
+        if values.get("confounds") and values["confounds"] != ["none"]:
+            raise UsageError(
+                f"--confounds {' '.join(values['confounds'])} and --confounds-strategy "
+                f"{values['confounds_strategy']} both choose the confounds; give one of them."
+            )
+        try:
+            check_strategy(values["confounds_strategy"], values["confounds_strategy_options"])
+        except ValueError as err:
+            raise UsageError(cli_message(err)) from None
+    values["confounds_strategy_options"] = dict(values.get("confounds_strategy_options") or {})
 
     level = args.analysis_level
     bids_dir = Path(args.bids_dir).absolute()
     output_dir = Path(args.output_dir).absolute()
     derivatives = dict(args.derivatives or [])
     fmriprep_dir = Path(derivatives.get("fmriprep", bids_dir / "derivatives" / "fmriprep"))
-    work_dir = Path(args.work_dir or output_dir.parent / "work-mvpa_flows").absolute()
+    others = {k: Path(v).absolute() for k, v in derivatives.items() if k != "fmriprep"}
+    inputs = [bids_dir, fmriprep_dir.absolute(), *others.values()]
+    work_dir = Path(args.work_dir or default_work_dir(output_dir, inputs)).absolute()
     filters = {}
     if args.bids_filter_file:
         try:
@@ -220,6 +297,8 @@ def build_config(args, argv=None):
         analysis_level=level,
         fmriprep_dir=fmriprep_dir.absolute(),
         work_dir=work_dir,
+        work_dir_given=args.work_dir is not None,
+        derivatives=others,
         bids_filters=filters,
         bids_database_dir=args.bids_database_dir,
         skip_bids_validation=args.skip_bids_validation,

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
+from bids.layout import Query
 
 from mvpa_flows.cli.parser import UsageError
 from mvpa_flows.core.errors import InputValidationError, NoInputFilesError
 from mvpa_flows.interfaces.bids import (
+    SUBJECT_SPACES,
     atomic_copy,
     bids_uri,
+    output_layout,
     output_path,
+    space_label,
+    space_metadata,
     write_dataset_description,
     write_json,
 )
@@ -26,8 +30,11 @@ logger = logging.getLogger("mvpa_flows")
 
 def run_group(config):
     """Run the group analyses chosen in ``config.analyses``; return the exit code."""
-    config.output_dir.mkdir(parents=True, exist_ok=True)
-    write_dataset_description(config.output_dir, config.dataset_links)
+    from mvpa_flows.cli.participant import raw_authors
+
+    write_dataset_description(
+        config.output_dir, config.dataset_links, authors=raw_authors(config.bids_dir)
+    )
     code, described = 0, {"texts": [], "subjects": set()}
     try:
         if "hyperalignment" in config.analyses:
@@ -95,11 +102,52 @@ def _check_common_grid(files):
     return reference
 
 
+def run_labels(data):
+    """Run labels of one subject's series: RUN, or SESSION:RUN when they have sessions."""
+    if all(s is None for s in data.get("sessions", [None] * len(data["runs"]))):
+        return [int(r) for r in data["runs"]]
+    return [f"{s}:{int(r)}" for s, r in zip(data["sessions"], data["runs"], strict=True)]
+
+
+def _normalise_runs(tokens, labels, flag):
+    """Map ``--ha-*-runs`` tokens onto the subjects' run labels."""
+    if tokens is None:
+        return None
+    sessioned = any(isinstance(label, str) for subject in labels.values() for label in subject)
+    out = []
+    for token in tokens:
+        if isinstance(token, str) and not sessioned:
+            raise UsageError(
+                f"{flag} {token}: the runs have no session (no ses- entity); name them by "
+                "run number alone."
+            )
+        if isinstance(token, int) and sessioned:
+            matches = sorted(
+                {
+                    label
+                    for subject in labels.values()
+                    for label in subject
+                    if str(label).endswith(f":{token}")
+                }  # fmt:skip
+            )
+            if len(matches) != 1:
+                example = matches[0] if matches else "1:1"
+                raise UsageError(
+                    f"{flag} {token}: the runs are numbered within sessions (matching run "
+                    f"labels: {matches}); name them SESSION:RUN (e.g. {flag} {example}), or "
+                    "choose one session with --session-label."
+                )
+            token = matches[0]
+        out.append(token)
+    return out
+
+
 def _split_runs(config, files):
-    train, test = config.ha_train_runs, config.ha_test_runs
-    runs = {s: [int(r) for r in d["runs"]] for s, d in files.items()}
+    runs = {s: run_labels(d) for s, d in files.items()}
+    train = _normalise_runs(config.ha_train_runs, runs, "--ha-train-runs")
+    test = _normalise_runs(config.ha_test_runs, runs, "--ha-test-runs")
     if train is None or test is None:
-        common = sorted(set.intersection(*(set(r) for r in runs.values())))
+        common = sorted(set.intersection(*(set(r) for r in runs.values())), key=_run_order)
         if len(common) < 2:
             raise UsageError(
                 f"Hyperalignment needs separate training and test runs; the subjects share "
@@ -107,7 +155,7 @@ def _split_runs(config, files):
             )
         train = train or [r for r in common if r not in (test or common[-1:])]
         test = test or [r for r in common if r not in train]
-    overlap = sorted(set(train) & set(test))
+    overlap = sorted(set(train) & set(test), key=_run_order)
     if overlap:
         raise UsageError(
             f"Runs {overlap} are in both --ha-train-runs {list(train)} and --ha-test-runs "
@@ -125,11 +173,16 @@ def _split_runs(config, files):
     return list(train), list(test)
 
 
+def _run_order(label):
+    session, _, run = str(label).rpartition(":")
+    return (session, int(run))
+
+
 def _check_training_samples(files, train):
     counts = {}
     for subject, data in files.items():
-        runs = [int(r) for r in data["runs"]]
-        counts[subject] = sum(nb.load(data["bold"][runs.index(r)]).shape[3] for r in train)
+        labels = run_labels(data)
+        counts[subject] = sum(nb.load(data["bold"][labels.index(r)]).shape[3] for r in train)
     if len(set(counts.values())) != 1:
         raise InputValidationError(
             f"The training runs {train} have different numbers of volumes across subjects "
@@ -138,7 +191,19 @@ def _check_training_samples(files, train):
         )
 
 
-def _roi(config, files, reference, model):
+def _check_data(files, runs):
+    """Read every run hyperalignment uses once: truncated files and NaN fail now."""
+    from mvpa_flows.core.data.cleaning import check_run_data
+
+    for data in files.values():
+        labels = run_labels(data)
+        for label in runs:
+            i = labels.index(label)
+            mask = np.asarray(nb.load(data["mask"][i]).dataobj) > 0
+            check_run_data(nb.load(data["bold"][i]), mask, Path(data["bold"][i]).name)
+
+
+def _roi(config, files, reference, model, entities, sidecar):
     """The ROI file, how sidecars cite it, and the default ROI written as an output."""
     if config.roi_mask:
         path = Path(config.roi_mask)
@@ -157,28 +222,30 @@ def _roi(config, files, reference, model):
     work = config.work_dir / "group_inputs"
     work.mkdir(parents=True, exist_ok=True)
     tmp = work / "roi_mask.nii.gz"
-    nb.Nifti1Image(roi.astype(np.uint8), reference.affine).to_filename(tmp)
+    img = nb.Nifti1Image(roi.astype(np.uint8), reference.affine)
+    img.header.set_xyzt_units("mm")
+    img.to_filename(tmp)
     rel = output_path(
-        {
-            "template": model,
-            "task": config.task,
-            "space": config.space,
-            "desc": "roi",
-            "suffix": "mask",
-            "extension": ".nii.gz",
-        }
+        {"template": model, **entities, "desc": "roi", "suffix": "mask", "extension": ".nii.gz"}
     )
     atomic_copy(tmp, config.output_dir / rel)
     sources = [bids_uri(m, config.dataset_links) for d in files.values() for m in d["mask"]]
     write_json(
         {
             "Description": "Hyperalignment ROI: the intersection of the subjects' brain masks.",
+            "Type": "ROI",
             "Sources": sources,
-            "SpatialReference": config.space or "native",
+            **sidecar,
         },
         config.output_dir / rel.replace(".nii.gz", ".json"),
     )
     return str(tmp), f"bids::{rel}"
+
+
+def _session_entity(config, files):
+    """``ses-`` of group outputs: the session, when every run comes from one."""
+    sessions = {s for d in files.values() for s in d.get("sessions", [])}
+    return sessions.pop() if len(sessions) == 1 and None not in sessions else None
 
 
 def run_hyperalignment(config, described):
@@ -199,8 +266,19 @@ def run_hyperalignment(config, described):
     trs = {float(m["RepetitionTime"]) for d in files.values() for m in d["bold_metadata"]}
     if len(trs) != 1:
         raise InputValidationError(f"The subjects' runs have different TRs {sorted(trs)}.")
+    _check_data(files, train + test)
     model = f"{config.task}HA"
-    roi_file, roi_uri = _roi(config, files, reference, model)
+    session = _session_entity(config, files)
+    first = next(iter(files.values()))
+    sidecar = space_metadata(
+        config.space_entities,
+        voxel_size=[float(z) for z in reference.header.get_zooms()[:3]],
+        anat_file=first.get("anat") if len(files) == 1 else None,
+        bold_file=first["bold"][0],
+        dataset_links=config.dataset_links,
+    )
+    entities = {"session": session, "task": config.task, **config.space_entities}
+    roi_file, roi_uri = _roi(config, files, reference, model, entities, sidecar)
     subjects = list(files)
     logger.info(
         "Group hyperalignment: subjects %s, train runs %s, test runs %s, ROI %s",
@@ -213,7 +291,7 @@ def run_hyperalignment(config, described):
         subjects=subjects,
         output_dir=str(config.output_dir),
         task=config.task,
-        space=config.space,
+        space=config.space_entities,
         train_runs=train,
         test_runs=test,
         repetition_time=trs.pop(),
@@ -226,12 +304,16 @@ def run_hyperalignment(config, described):
         hrf_delay=config.hrf_delay,
         model_label=model,
         dataset_links={**config.dataset_links, "": str(config.output_dir)},
+        confounds_strategy=config.confounds_strategy,
+        confounds_strategy_options=config.confounds_strategy_options,
+        session=session,
+        sidecar=sidecar,
     )
     inputs = workflow.get_node("inputnode").inputs
     inputs.bold_file = [files[s]["bold"] for s in subjects]
     inputs.confounds_file = [files[s]["confounds"] for s in subjects]
     inputs.events_file = [files[s]["events"] for s in subjects]
-    inputs.runs = [[int(r) for r in files[s]["runs"]] for s in subjects]
+    inputs.runs = [run_labels(files[s]) for s in subjects]
     inputs.repetition_time = [
         [float(m["RepetitionTime"]) for m in files[s]["bold_metadata"]] for s in subjects
     ]
@@ -256,107 +338,99 @@ def _top_workflow(config, *workflows):
 
 # ------------------------------------------------------------------ group searchlight
 
-_MAP = re.compile(
-    r"sub-(?P<subject>[a-zA-Z0-9]+)_task-(?P<task>[a-zA-Z0-9]+)(_run-\d+)?"
-    r"(_space-(?P<space>[a-zA-Z0-9]+))?_contrast-(?P<contrast>[a-zA-Z0-9]+)"
-    r"_stat-(?P<stat>[a-zA-Z0-9]+)_desc-searchlight_statmap\.nii\.gz$"
+#: Entities that must agree between the participant maps of one group test, and the
+#: option that chooses among them.
+_MAP_CHOICES = (
+    ("task", "--task"),
+    ("space", "--space"),
+    ("cohort", "--space"),
+    ("res", "--space"),
+    ("den", "--space"),
+    ("contrast", "--contrast-label"),
+    ("stat", "--scoring"),
 )
 
 
-def find_searchlight_maps(output_dir, subjects=None, task=None, space=None, contrast=None):
-    """Participant searchlight score maps in ``output_dir`` (one per subject)."""
+def _value(query_value):
+    return Query.NONE if query_value is None else query_value
+
+
+def find_searchlight_maps(
+    output_dir,
+    subjects=None,
+    task=None,
+    space=None,
+    contrast=None,
+    sessions=None,
+):
+    """Participant searchlight score maps in ``output_dir``, grouped by session.
+
+    Maps are found with pybids (with and without ``ses-``); ``space`` is fMRIPrep's
+    spelling or entities. Returns ``{session or None: [(path, entities), ...]}``, one
+    entry per subject in each group.
+    """
+    from mvpa_flows.interfaces.bids import parse_space
+
+    layout = output_layout(output_dir)
+    query = {"desc": "searchlight", "suffix": "statmap", "extension": ".nii.gz"}
+    if subjects:
+        query["subject"] = list(subjects)
+    if task:
+        query["task"] = task
+    if contrast:
+        query["contrast"] = contrast
+    if sessions:
+        query["session"] = list(sessions)
+    if space is not None:
+        wanted = parse_space(space)
+        query.update({k: v for k, v in wanted.items() if v is not None})
     found = []
-    for path in sorted(Path(output_dir).glob("sub-*/func/*_desc-searchlight_statmap.nii.gz")):
-        match = _MAP.match(path.name)
-        if not match or match["stat"] == "p":
+    for bids_file in layout.get(**query):
+        ents = {k: (str(v) if v is not None else None) for k, v in bids_file.entities.items()}
+        if ents.get("stat") == "p" or ents.get("subject") is None:
             continue
-        ents = match.groupdict()
-        if (
-            (subjects and ents["subject"] not in subjects)
-            or (task and ents["task"] != task)
-            or (contrast and ents["contrast"] != contrast)
-        ):
-            continue
-        if space is not None and ents["space"] != space:
-            continue
-        found.append((path, ents))
+        found.append((Path(bids_file.path), ents))
     if not found:
         raise NoInputFilesError(
             f"No participant searchlight maps (*_desc-searchlight_statmap.nii.gz) in "
-            f"{output_dir}; run the participant level with --analyses searchlight first."
+            f"{output_dir} for the options given; run the participant level with --analyses "
+            "searchlight first."
         )
-    for key, label in (
-        ("task", "--task"),
-        ("space", "--space"),
-        ("contrast", "--contrast-label"),
-        ("stat", "--scoring"),
-    ):
-        values = sorted({str(e[key]) for _, e in found})
+    for key, label in _MAP_CHOICES:
+        values = sorted({str(e.get(key)) for _, e in found})
         if len(values) > 1:
+            shown = sorted({space_label(e) for _, e in found}) if label == "--space" else values
             raise InputValidationError(
-                f"The participant searchlight maps differ in {key} ({values}); choose one with "
+                f"The participant searchlight maps differ in {key} ({shown}); choose one with "
                 f"{label}."
             )
-    return found
+    groups = {}
+    for path, ents in sorted(found, key=lambda f: str(f[0])):
+        groups.setdefault(ents.get("session"), []).append((path, ents))
+    for session, maps in groups.items():
+        subjects_seen = [e["subject"] for _, e in maps]
+        repeated = sorted({s for s in subjects_seen if subjects_seen.count(s) > 1})
+        if repeated:
+            raise InputValidationError(
+                f"Several searchlight maps of sub-{repeated} "
+                f"{'in session ' + session if session else 'pooled over sessions'}: "
+                f"{[p.name for p, e in maps if e['subject'] in repeated]}; narrow them with "
+                "--participant-label or remove the stale outputs."
+            )
+    return groups
 
 
-def run_group_searchlight(config, described):
-    """Group statistics of the participant searchlight maps; return the exit code."""
-    from mvpa_flows.cli.execution import run_workflow
-    from mvpa_flows.workflows.group import init_group_searchlight_wf
-    from mvpa_flows.workflows.reports import methods_of
-
-    found = find_searchlight_maps(
-        config.output_dir,
-        config.participant_label,
-        config.task,
-        config.space,
-        config.contrast_label,
-    )
-    if len(found) < 2:
+def check_group_space(space_entities, allow_subject_space=False):
+    """Refuse group statistics of maps in subject spaces unless allowed."""
+    space = space_entities.get("space")
+    if space in SUBJECT_SPACES and not allow_subject_space:
         raise InputValidationError(
-            f"Group statistics need at least two subjects' searchlight maps; found "
-            f"{[str(p.name) for p, _ in found]}."
+            f"The participant searchlight maps are in {space_label(space_entities)}, a space "
+            "of each subject's own anatomy: the same voxel is not the same brain location "
+            "in two subjects, so a group map there means nothing. Run the participant level "
+            "in a template space (e.g. --space MNI152NLin2009cAsym:res-2), or pass "
+            "--allow-subject-space if the subjects really share one grid."
         )
-    maps = [str(p) for p, _ in found]
-    masks, means = [], []
-    chance = set()
-    for path, ents in found:
-        meta = json.loads(Path(str(path).replace(".nii.gz", ".json")).read_text())
-        chance.add(float(meta["ChanceLevel"]))
-        subject = {"subject": ents["subject"], "task": ents["task"], "space": ents["space"]}
-        mask = output_path({**subject, "desc": "analysis", "suffix": "mask"})
-        if not (config.output_dir / mask).is_file():
-            raise NoInputFilesError(f"{mask} is missing from {config.output_dir}.")
-        masks.append(str(config.output_dir / mask))
-        means.append(
-            str(config.output_dir / output_path({**subject, "desc": "mean", "suffix": "bold"}))
-        )
-    if len(chance) != 1:
-        raise InputValidationError(f"The maps have different chance levels {sorted(chance)}.")
-    ents = found[0][1]
-    config.task, config.space = ents["task"], ents["space"]
-    workflow = init_group_searchlight_wf(
-        output_dir=str(config.output_dir),
-        task=ents["task"],
-        space=ents["space"],
-        contrast=ents["contrast"],
-        stat=ents["stat"],
-        chance=chance.pop(),
-        random_seed=config.random_seed,
-        dataset_links={**config.dataset_links, "": str(config.output_dir)},
-    )
-    workflow.inputs.inputnode.score_maps = maps
-    workflow.inputs.inputnode.mask_files = masks
-    workflow.inputs.inputnode.mean_bold = [m for m in means if Path(m).is_file()] or masks
-    # the group's own text first, then how the participant maps were made, then the test
-    own = methods_of(workflow)
-    described["texts"] += own[:1] + _participant_methods(config) + own[1:]
-    described["subjects"].update(e["subject"] for _, e in found)
-    logger.info("Group searchlight statistics over %d subjects", len(maps))
-    return run_workflow(
-        _top_workflow(config, workflow), config, config.output_dir / "logs" / "crash"
-    )
 
 
 def _participant_methods(config):
@@ -365,3 +439,105 @@ def _participant_methods(config):
     from mvpa_flows.workflows.reports import methods_of
 
     return methods_of(init_mvpa_wf(output_dir=str(config.output_dir), analyses=["searchlight"]))
+
+
+def _unit_query(ents):
+    keys = ("subject", "session", "task", "space", "cohort", "res", "den")
+    return {k: _value(ents.get(k)) for k in keys}
+
+
+def _reference_image(layout, ents):
+    """The reference image (mean EPI, ``_boldref``) beside a participant map, if any."""
+    found = layout.get(suffix="boldref", extension=".nii.gz", **_unit_query(ents))
+    return [found[0].path] if len(found) == 1 else []
+
+
+def _analysis_mask(layout, ents, map_name):
+    query = {
+        k: _value(ents.get(k))
+        for k in ("subject", "session", "task", "space", "cohort", "res", "den")  # fmt:skip
+    }
+    found = layout.get(desc="analysis", suffix="mask", extension=".nii.gz", **query)
+    if len(found) != 1:
+        raise NoInputFilesError(
+            f"The analysis mask of {map_name} is "
+            f"{'missing' if not found else 'ambiguous'} in {layout.root} "
+            f"({[Path(f.path).name for f in found]}); re-run the participant level."
+        )
+    return found[0].path
+
+
+def run_group_searchlight(config, described):
+    """Group statistics of the participant searchlight maps; return the exit code."""
+    from mvpa_flows.cli.execution import run_workflow
+    from mvpa_flows.workflows.group import init_group_searchlight_wf
+    from mvpa_flows.workflows.reports import methods_of
+
+    groups = find_searchlight_maps(
+        config.output_dir,
+        config.participant_label,
+        config.task,
+        config.space,
+        config.contrast_label,
+        config.session_label,
+    )
+    layout = output_layout(config.output_dir)
+    workflows = []
+    for session, found in groups.items():
+        where = f" of session {session}" if session else ""
+        if len(found) < 2:
+            raise InputValidationError(
+                f"Group statistics need at least two subjects' searchlight maps{where}; "
+                f"found {[str(p.name) for p, _ in found]}."
+            )
+        ents = found[0][1]
+        space_ents = {k: ents.get(k) for k in ("space", "cohort", "res", "den")}
+        check_group_space(space_ents, config.allow_subject_space)
+        maps, masks, means, chance, sources = [], [], [], set(), []
+        for path, map_ents in found:
+            meta = json.loads(Path(str(path).replace(".nii.gz", ".json")).read_text())
+            chance.add(float(meta["ChanceLevel"]))
+            maps.append(str(path))
+            masks.append(_analysis_mask(layout, map_ents, path.name))
+            means += _reference_image(layout, map_ents)
+            sources.append(meta.get("SpatialReference"))
+        if len(chance) != 1:
+            raise InputValidationError(
+                f"The maps{where} have different chance levels {sorted(chance)}."
+            )
+        config.task = ents["task"]
+        config.space = space_label(space_ents) if space_ents["space"] else None
+        sidecar = space_metadata(
+            space_ents,
+            voxel_size=[float(z) for z in nb.load(maps[0]).header.get_zooms()[:3]],
+        )
+        if space_ents["space"] in SUBJECT_SPACES and sources[0]:
+            sidecar["SpatialReference"] = sources[0]
+        workflow = init_group_searchlight_wf(
+            output_dir=str(config.output_dir),
+            task=ents["task"],
+            space=space_ents,
+            contrast=ents["contrast"],
+            stat=ents["stat"],
+            chance=chance.pop(),
+            random_seed=config.random_seed,
+            dataset_links={**config.dataset_links, "": str(config.output_dir)},
+            entities={"session": session},
+            sidecar=sidecar,
+            name=f"group_searchlight{'_ses_' + session if session else ''}_wf",
+        )
+        workflow.inputs.inputnode.score_maps = maps
+        workflow.inputs.inputnode.mask_files = masks
+        workflow.inputs.inputnode.mean_bold = means if len(means) == len(maps) else masks
+        # the group's own text first, then how the participant maps were made, then the test
+        own = methods_of(workflow)
+        described["texts"] += [
+            t for t in own[:1] + _participant_methods(config) + own[1:]
+            if t not in described["texts"]
+        ]  # fmt:skip
+        described["subjects"].update(e["subject"] for _, e in found)
+        workflows.append(workflow)
+        logger.info("Group searchlight statistics%s over %d subjects", where, len(maps))
+    return run_workflow(
+        _top_workflow(config, *workflows), config, config.output_dir / "logs" / "crash"
+    )

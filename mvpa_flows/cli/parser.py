@@ -13,6 +13,50 @@ from mvpa_flows.__about__ import __version__
 
 EXIT_USAGE = 64
 
+#: Python parameter names (as core messages spell them) -> the command-line flag.
+FLAG_FOR_PARAMETER = {
+    "radius": "--radius",
+    "estimator": "--estimator",
+    "cv": "--cv",
+    "scoring": "--scoring",
+    "n_permutations": "--n-permutations",
+    "random_state": "--random-seed",
+    "random_seed": "--random-seed",
+    "n_jobs": "--nprocs",
+    "process_mask": "--process-mask",
+    "conditions": "--conditions",
+    "confounds": "--confounds",
+    "confounds_strategy": "--confounds-strategy",
+    "confounds_strategy_options": "--confounds-strategy",
+    "hrf_delay": "--hrf-delay",
+    "standardize": "--standardize",
+    "detrend": "--detrend",
+    "sessions": "--session-label",
+    "space": "--space",
+    "train_runs": "--ha-train-runs",
+    "test_runs": "--ha-test-runs",
+    "segment_length": "--segment-length",
+    "roi_mask": "--roi-mask",
+}
+
+
+def cli_message(text):
+    """Rewrite a core message for the command line: Python parameters become flags.
+
+    ``Parameter 'radius' must be ...`` becomes ``Option --radius must be ...`` and
+    ```n_permutations``` becomes ``--n-permutations``; other text is left alone.
+    """
+
+    def phrase(match):
+        flag = FLAG_FOR_PARAMETER.get(match.group(1))
+        return f"Option {flag}" if flag else match.group(0)
+
+    def quoted(match):
+        return FLAG_FOR_PARAMETER.get(match.group(1), match.group(0))
+
+    text = re.sub(r"Parameter '(\w+)'", phrase, str(text))
+    return re.sub(r"`(\w+)`", quoted, text)
+
 
 class UsageError(Exception):
     """Bad command-line usage (exit code 64)."""
@@ -93,6 +137,22 @@ def _param(value):
         return key, text
 
 
+def _session(value):
+    return value[4:] if value.startswith("ses-") else value
+
+
+def _run_token(value):
+    """``--ha-train-runs`` items: RUN, or SESSION:RUN (with or without ses-)."""
+    match = re.fullmatch(r"(?:(?:ses-)?([a-zA-Z0-9]+):)?(?:run-)?(\d+)", value)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected a run number (2) or SESSION:RUN (1:2) when the subjects "
+            "have sessions."
+        )
+    session, run = match.groups()
+    return f"{session}:{int(run)}" if session else int(run)
+
+
 def build_parser():
     """Return the argument parser. Defaults of analysis options live in the schema."""
     schema = bids_specs.load("analysis.schema.json")["properties"]
@@ -134,7 +194,23 @@ def build_parser():
         help="subjects to analyse, with or without 'sub-' (default: all)",
     )
     g.add_argument("-t", "--task", "--task-id", dest="task", help=help_of("task"))
-    g.add_argument("--space", help=help_of("space"))
+    g.add_argument(
+        "--session-label",
+        "--session_label",
+        dest="session_label",
+        nargs="+",
+        type=_session,
+        metavar="LABEL",
+        help=help_of("session_label"),
+    )
+    g.add_argument(
+        "--per-session",
+        action="store_const",
+        const=True,
+        default=None,
+        help=help_of("per_session"),
+    )
+    g.add_argument("--space", metavar="NAME[:res-N][:cohort-N]", help=help_of("space"))
     g.add_argument(
         "--bids-filter-file",
         type=Path,
@@ -158,6 +234,14 @@ def build_parser():
     a.add_argument("--conditions", nargs="+", help=help_of("conditions"))
     a.add_argument("--contrast-label", help=help_of("contrast_label"))
     a.add_argument("--confounds", nargs="+", help=help_of("confounds"))
+    a.add_argument(
+        "--confounds-strategy",
+        nargs="+",
+        metavar="STRATEGY [KEY=VALUE",
+        help="a nilearn denoising strategy (simple, scrubbing, compcor, ica_aroma) and "
+        "its options, e.g. 'compcor n_compcor=5' or 'scrubbing fd_threshold=0.3'; "
+        "censored volumes are left out of the samples (default: --confounds)",
+    )
     a.add_argument(
         "--detrend", action=argparse.BooleanOptionalAction, default=None, help=help_of("detrend")
     )
@@ -188,19 +272,28 @@ def build_parser():
     s.add_argument("--process-mask", help=help_of("process_mask"))
     h = parser.add_argument_group("hyperalignment (group level)")
     h.add_argument("--roi-mask", help=help_of("roi_mask"))
-    h.add_argument("--ha-train-runs", nargs="+", type=int, help=help_of("ha_train_runs"))
-    h.add_argument("--ha-test-runs", nargs="+", type=int, help=help_of("ha_test_runs"))
+    h.add_argument("--ha-train-runs", nargs="+", type=_run_token, help=help_of("ha_train_runs"))
+    h.add_argument("--ha-test-runs", nargs="+", type=_run_token, help=help_of("ha_test_runs"))
     h.add_argument("--bsc", choices=schema["bsc"]["enum"], help=help_of("bsc"))
     h.add_argument(
         "--segment-length", type=float, metavar="SECONDS", help=help_of("segment_length")
+    )
+    group = parser.add_argument_group("group statistics")
+    group.add_argument(
+        "--allow-subject-space",
+        action="store_const",
+        const=True,
+        default=None,
+        help=help_of("allow_subject_space"),
     )
     p = parser.add_argument_group("execution")
     p.add_argument(
         "-w",
         "--work-dir",
         type=Path,
-        help="Nipype work directory "
-        "(default OUTPUT_DIR/../work-mvpa_flows); reuse it to resume from cache",
+        help="Nipype work directory (default OUTPUT_DIR/../work-mvpa_flows, or a folder "
+        "in the system temporary directory when that would be inside an input dataset); "
+        "reuse it to resume from cache; one run at a time",
     )
     p.add_argument(
         "--nprocs",

@@ -1,6 +1,9 @@
 """Shared fixtures: seeded synthetic BIDS datasets and the real data in ../shared/data."""
 
+import hashlib
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,37 @@ def run_app(bids, out, level, options="", work=None):
 
 #: participant searchlight options shared by the group tests
 SEARCHLIGHT_GNB = "--analyses searchlight --estimator gnb --conditions face house --hrf-delay 4"
+
+
+def bids_validate(path):
+    """Run ``bids-validator-deno PATH --datasetTypes derivative``; return (errors, warnings).
+
+    Each issue is ``(code, subCode, location)``. The validator comes with the ``test``
+    extra (``bids-validator-deno`` on PyPI); the test is skipped, with the reason, when
+    it is not installed.
+    """
+    exe = shutil.which("bids-validator-deno")
+    if exe is None:
+        pytest.skip("bids-validator-deno is not installed (pip install -e '.[test]')")
+    out = subprocess.run(
+        [exe, str(path), "--datasetTypes", "derivative", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = json.loads(out.stdout)
+    issues = {"error": [], "warning": []}
+    for issue in report["issues"]["issues"]:
+        issues.setdefault(issue["severity"], []).append(
+            (issue["code"], issue.get("subCode"), issue.get("location"))
+        )
+    return issues["error"], issues["warning"]
+
+
+def file_hashes(root):
+    """SHA-256 of every file under ``root`` (relative path -> digest)."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file()
+    }

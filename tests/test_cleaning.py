@@ -9,8 +9,10 @@ from mvpa_flows.core.data.cleaning import (
     analysis_mask,
     clean_run,
     masked_run_data,
-    select_confounds,
+    prepare_samples,
+    read_image_data,
 )
+from mvpa_flows.core.data.confounds import select_confounds
 from mvpa_flows.core.errors import InputValidationError
 
 
@@ -71,6 +73,20 @@ def test_select_confounds_defaults_and_errors():
         select_confounds(table, ["csf"], source="c.tsv")
 
 
+def test_select_confounds_takes_shell_patterns_per_run():
+    run1 = pd.DataFrame(np.ones((4, 3)), columns=["a_comp_cor_00", "a_comp_cor_01", "csf"])
+    run2 = pd.DataFrame(np.ones((4, 4)), columns=[f"a_comp_cor_0{i}" for i in range(3)] + ["x"])
+    assert select_confounds(run1, ["a_comp_cor_*"])[1] == ["a_comp_cor_00", "a_comp_cor_01"]
+    assert select_confounds(run2, ["a_comp_cor_*", "x"])[1] == [
+        "a_comp_cor_00",
+        "a_comp_cor_01",
+        "a_comp_cor_02",
+        "x",
+    ]
+    # a pattern may match nothing in a run (no motion outlier there): nothing regressed
+    assert select_confounds(run1, ["motion_outlier*"]) == (None, [])
+
+
 def test_masks_must_share_the_bold_grid():
     bold = nb.Nifti1Image(np.ones((4, 4, 4, 5), np.float32), np.eye(4))
     mask = nb.Nifti1Image(np.ones((4, 4, 4), np.uint8), np.eye(4))
@@ -78,6 +94,38 @@ def test_masks_must_share_the_bold_grid():
     assert analysis_mask([mask, mask], [bold, bold]).get_fdata().sum() == 64
     with pytest.raises(InputValidationError, match="m2.nii.gz .* is not on the grid of b2"):
         analysis_mask([mask, other], [bold, bold], ["m1.nii.gz", "m2.nii.gz"], ["b1", "b2"])
+
+
+def test_truncated_image_is_reported_with_the_file(tmp_path):
+    path = tmp_path / "run-1_bold.nii.gz"
+    data = np.random.default_rng(0).standard_normal((4, 4, 4, 20)).astype(np.float32)
+    nb.Nifti1Image(data, np.eye(4)).to_filename(path)
+    path.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises(InputValidationError, match=r"run-1_bold.nii.gz cannot be read .*trunc"):
+        read_image_data(nb.load(path), path.name)
+
+
+def test_censored_volumes_leave_the_cleaning_like_nilearn():
+    """prepare_samples with a sample mask equals nilearn's clean(sample_mask=...) rows."""
+    from nilearn import signal
+
+    rng = np.random.default_rng(2)
+    data = rng.standard_normal((2, 2, 2, 30)).astype(np.float32)
+    img = nb.Nifti1Image(data, np.eye(4))
+    mask = nb.Nifti1Image(np.ones((2, 2, 2), np.uint8), np.eye(4))
+    kept = np.setdiff1d(np.arange(30), [0, 11, 12])
+    table = pd.DataFrame({"run": 1, "volume": [3, 4, 13, 20], "label": ["a", "a", "b", "b"]})
+    X = prepare_samples([img], mask, table, [1], sample_masks=[kept], t_r=[2.0])
+    ref = signal.clean(
+        data.reshape(-1, 30).T.astype(float),
+        detrend=True,
+        standardize="zscore_sample",
+        sample_mask=kept,
+        t_r=2.0,
+    )
+    np.testing.assert_allclose(X, ref[np.searchsorted(kept, [3, 4, 13, 20])], atol=1e-10)
+    with pytest.raises(InputValidationError, match="censored volumes"):
+        prepare_samples([img], mask, table.assign(volume=[3, 4, 11, 20]), [1], sample_masks=[kept])
 
 
 def test_nan_in_bold_is_reported_with_the_file():

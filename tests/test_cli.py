@@ -9,6 +9,7 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import bids_validate
 from sklearn.feature_selection import f_classif
 
 from mvpa_flows.cli.run import main
@@ -52,9 +53,9 @@ def test_participant_ftest_on_synthetic_data(synthetic_bids, tmp_path):
         for e in ("nii.gz", "json")
     }
     expected |= {f"{stem}_desc-analysis_mask.{e}" for e in ("nii.gz", "json")}
-    expected |= {f"{stem}_desc-mean_bold.{e}" for e in ("nii.gz", "json")}
+    expected |= {f"{stem}_boldref.{e}" for e in ("nii.gz", "json")}
     expected |= {f"{stem}_samples.{e}" for e in ("tsv", "json")}
-    expected |= {"dataset_description.json", ".bidsignore", "sub-01.html"}
+    expected |= {"dataset_description.json", ".bidsignore", "README.md", "sub-01.html"}
     expected |= {
         f"sub-01/figures/sub-01_task-objects_contrast-faceVsHouse_stat-{s}_desc-anova_figure.{e}"
         for s in ("F", "p")
@@ -142,6 +143,10 @@ def _rewrite(path, transform):
     nb.Nifti1Image(data, img.affine, img.header).to_filename(path)
 
 
+FMRIPREP_FUNC = (
+    "derivatives/fmriprep/sub-02/func/sub-02_task-objects_run-{}_desc-preproc_bold.nii.gz"
+)
+
 BAD_INPUTS = {
     "unknown level": (lambda b: None, {"level": "subject"}, 17, "Unknown analysis level"),
     "missing derivatives": (
@@ -203,6 +208,61 @@ BAD_INPUTS = {
         r"\['csf'\] are missing from sub-01_task-objects_run-1_desc-confounds",
     ),
     "output inside bids": (lambda b: None, {"out": "inside"}, 64, r"inside BIDS_DIR"),
+    "filter unknown entity": (
+        lambda b: (b.parent / "filter.json").write_text('{"bold": {"sesion": "1"}}'),
+        {"args": ["--bids-filter-file", "{bids}/../filter.json"]},
+        18,
+        r"BIDS filter 'bold' uses unknown entity \['sesion'\]; entities of .*'session'",
+    ),
+    "filter unknown key": (
+        lambda b: (b.parent / "filter.json").write_text('{"t1w": {"session": "1"}}'),
+        {"args": ["--bids-filter-file", "{bids}/../filter.json"]},
+        18,
+        r"Unknown query key\(s\) \['t1w'\] .*\['anat', 'bold', 'confounds', 'events', 'mask'\]",
+    ),
+    "session not found": (
+        lambda b: None,
+        {"args": ["--session-label", "3"]},
+        18,
+        r"--session-label \['3'\] not found .*sessions there: none",
+    ),
+    "truncated bold": (
+        lambda b: _truncate(
+            b
+            / "derivatives/fmriprep/sub-02/func/sub-02_task-objects_run-3_desc-preproc_bold.nii.gz"
+        ),
+        {},
+        16,
+        r"sub-02_task-objects_run-3_desc-preproc_bold.nii.gz cannot be read .*truncated",
+    ),
+    "nan voxels": (
+        lambda b: _rewrite(b / FMRIPREP_FUNC.format(2), _poison),
+        {},
+        16,
+        r"sub-02_task-objects_run-2_desc-preproc_bold.nii.gz holds NaN or infinite values in "
+        r"1 voxel\(s\) inside the brain mask \(volume\(s\) \[10\]\)",
+    ),
+    "run left without samples": (
+        lambda b: pd.DataFrame(
+            {"onset": [500.0, 600.0], "duration": [10.0, 10.0], "trial_type": ["face", "house"]}
+        ).to_csv(b / "sub-01/func/sub-01_task-objects_run-2_events.tsv", sep="\t", index=False),
+        {"args": ["--conditions", "face", "house"]},
+        16,
+        r"No volume of \['sub-01_task-objects_run-2_events.tsv'\] falls inside an event .*"
+        r"silently drop out of the cross-validation",
+    ),
+    "unwritable output": (
+        lambda b: (b.parent / "a-file").write_text("x"),
+        {"out": "under-a-file"},
+        64,
+        r"OUTPUT_DIR .*a-file/out cannot be written",
+    ),
+    "confounds and strategy": (
+        lambda b: None,
+        {"args": ["--confounds", "csf", "--confounds-strategy", "simple"]},
+        64,
+        r"--confounds csf and --confounds-strategy simple both choose the confounds",
+    ),
     "bad spec value": (
         lambda b: None,
         {"args": ["--cv", "loso"]},
@@ -216,33 +276,77 @@ BAD_INPUTS = {
 def test_bad_input_gets_a_clear_message_and_exit_code(case, synthetic_bids, tmp_path, capsys):
     prepare, opts, code, message = BAD_INPUTS[case]
     prepare(synthetic_bids)
-    out = synthetic_bids / "sub-01" / "out" if opts.get("out") == "inside" else tmp_path / "out"
-    assert (
-        run(synthetic_bids, out, *opts.get("args", []), level=opts.get("level", "participant"))
-        == code
-    )
+    out = {
+        "inside": synthetic_bids / "sub-01" / "out",
+        "under-a-file": synthetic_bids.parent / "a-file" / "out",
+    }.get(opts.get("out"), tmp_path / "out")
+    args = [a.format(bids=synthetic_bids) for a in opts.get("args", [])]
+    assert run(synthetic_bids, out, *args, level=opts.get("level", "participant")) == code
     assert pytest.importorskip("re").search(message, capsys.readouterr().err.replace("\n", " "))
     assert not [f for f in _files(out) if f.startswith("sub-")] if out.exists() else True
 
 
-def test_nan_in_bold_fails_the_node_and_names_the_file(synthetic_bids, tmp_path, capsys):
-    bold = (
-        synthetic_bids / "derivatives/fmriprep/sub-02/func/"
-        "sub-02_task-objects_run-2_desc-preproc_bold.nii.gz"
-    )
+def _poison(data):
+    data[5, 6, 3, 10] = np.nan
+    return data
 
-    def poison(data):
-        data[5, 6, 3, 10] = np.nan
-        return data
 
-    _rewrite(bold, poison)
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_events_with_na_or_outside_the_run_are_counted(synthetic_bids, tmp_path, capsys):
+    events = synthetic_bids / "sub-01/func/sub-01_task-objects_run-1_events.tsv"
+    table = pd.read_csv(events, sep="\t")
+    extra = pd.DataFrame(
+        {"onset": ["n/a", 900.0, 2.0], "duration": [10.0, 10.0, "n/a"],
+         "trial_type": ["face", "house", "face"]}
+    )  # fmt:skip
+    pd.concat([table, extra]).to_csv(events, sep="\t", index=False)
     out = tmp_path / "out"
-    assert run(synthetic_bids, out, "--participant-label", "02") == 1
+    assert run(synthetic_bids, out, "--participant-label", "01", "--conditions", "face",
+               "house") == 0  # fmt:skip
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert (
+        "mvpa-flows: warning: sub-01: sub-01_task-objects_run-1_events.tsv: 2 event(s) with "
+        "n/a onset, duration or trial_type ignored; 1 event(s) of ['face', 'house'] outside "
+        "the run" in err
+    )
+    meta = json.loads(next(out.rglob("*stat-F_desc-anova_statmap.json")).read_text())
+    assert any("2 event(s) with n/a" in w for w in meta["Warnings"])
+
+
+def test_inputs_are_never_written(synthetic_bids, tmp_path, capsys):
+    from mvpa_flows.cli.config import build_config
+    from mvpa_flows.cli.parser import build_parser
+
+    fmriprep = synthetic_bids / "derivatives" / "fmriprep"
+    before = (fmriprep / "dataset_description.json").read_bytes()
+    assert run(synthetic_bids, fmriprep, "--participant-label", "01") == 64
+    assert "is the input derivatives folder" in capsys.readouterr().err
+    assert (fmriprep / "dataset_description.json").read_bytes() == before
+    assert not (fmriprep / "README.md").exists()
+    out = synthetic_bids / "derivatives" / "mvpa_flows"
+    assert run(synthetic_bids, out, work=fmriprep / "work") == 64
+    assert "-w/--work-dir" in capsys.readouterr().err and not (fmriprep / "work").exists()
+    assert run(synthetic_bids, out, work=synthetic_bids / "sub-01" / "work") == 64
+    assert "keep the work directory outside the dataset" in capsys.readouterr().err
+    # without -w the work directory defaults to a folder outside every input dataset
+    args = build_parser().parse_args([str(synthetic_bids), str(out), "participant"])
+    work = build_config(args).work_dir.resolve()
+    assert synthetic_bids.resolve() not in work.parents
+
+
+def test_concurrent_runs_on_one_work_directory(synthetic_bids, tmp_path, capsys):
+    from mvpa_flows.cli.run import WorkDirLock
+
+    work = tmp_path / "work"
+    work.mkdir()
+    with WorkDirLock(work):
+        assert run(synthetic_bids, tmp_path / "out", "--participant-label", "01", work=work) == 64
     err = capsys.readouterr().err
-    assert "prepare_samples" in err
-    assert "sub-02_task-objects_run-2_desc-preproc_bold.nii.gz holds NaN" in err
-    assert not [f for f in _files(out) if "/func/" in f]
-    assert not list(out.rglob("*.tmp"))
+    assert "is in use by another mvpa-flows run" in err and "its own -w/--work-dir" in err
+    assert run(synthetic_bids, tmp_path / "out", "--participant-label", "01", work=work) == 0
 
 
 def test_usage_errors_exit_64(tmp_path):
@@ -273,6 +377,8 @@ def test_haxby_outputs_match_the_manifest(haxby_dir, tmp_path):
     assert run(haxby_dir, out, "--conditions", "face", "house", "--analyses", "ftest") == 0
     manifest = (DATA / "haxby_participant_outputs.txt").read_text().split()
     assert _files(out) == sorted(manifest)
+    errors, warnings = bids_validate(out)
+    assert errors == [] and warnings == []
     p = nb.load(next(out.rglob("*stat-p_desc-anova_statmap.nii.gz"))).get_fdata()
     assert (p[p > 0] < 1e-10).sum() > 10
 
@@ -328,6 +434,11 @@ def test_demo_generates_data_and_runs(tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert "Synthetic dataset:" in printed and "report:" in printed
+    assert "sessions ['1', '2']" in printed
+    assert (
+        "sub-01/func/sub-01_task-objects_space-MNI152NLin2009cAsym_res-2_contrast-faceVsHouse"
+        "_stat-F_desc-anova_statmap.nii.gz" in printed
+    )
     assert (tmp_path / "demo" / "mvpa_flows" / "sub-01.html").is_file()
     assert (
         tmp_path / "demo" / "bids" / "derivatives" / "fmriprep" / "dataset_description.json"

@@ -7,7 +7,7 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SEARCHLIGHT_GNB, run_app
+from conftest import SEARCHLIGHT_GNB, bids_validate, run_app
 
 from mvpa_flows.cli.run import main
 from mvpa_flows.core.alignment.xfm import load_transform
@@ -39,7 +39,7 @@ def test_hyperalignment_outputs_on_synthetic(synthetic_bids, tmp_path):
     )
     for subject in ("01", "02"):
         xfm = (
-            out / f"sub-{subject}/func/sub-{subject}_task-objects_from-native_to-objectsHA"
+            out / f"sub-{subject}/func/sub-{subject}_task-objects_from-boldref_to-objectsHA"
             "_mode-image_desc-procrustes_xfm.h5"
         )
         transform, info = load_transform(xfm)
@@ -58,7 +58,8 @@ def test_hyperalignment_outputs_on_synthetic(synthetic_bids, tmp_path):
     model = json.loads(
         (out / "tpl-objectsHA/tpl-objectsHA_task-objects_desc-common_model.json").read_text()
     )
-    assert model["SpatialReference"] == "native"
+    # the native BOLD grid (no space- entity): referenced by the BOLD series
+    assert model["SpatialReference"].startswith("bids:fmriprep:sub-01/func/sub-01_task-objects")
 
 
 BAD = {
@@ -132,10 +133,27 @@ def test_hyperalignment_refuses_different_grids_and_lengths(synthetic_bids, tmp_
     assert "is not on the grid of sub-01" in capsys.readouterr().err
 
 
-def test_group_searchlight_statistics(synthetic_bids, tmp_path):
+def test_group_searchlight_statistics(synthetic_bids, tmp_path, capsys):
     out = tmp_path / "out"
     assert run_app(synthetic_bids, out, "participant", SEARCHLIGHT_GNB + " --radius 7") == 0
-    assert _group(synthetic_bids, out, "--analyses", "searchlight", "--random-seed", "1") == 0
+    # the synthetic maps are in the native space: refused unless asked for
+    assert _group(synthetic_bids, out, "--analyses", "searchlight") == 16
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "native (no space- entity), a space of each subject's own anatomy" in err
+    assert "--allow-subject-space" in err
+    assert not list(out.glob("*searchlightgroup*"))
+    assert (
+        _group(
+            synthetic_bids,
+            out,
+            "--analyses",
+            "searchlight",
+            "--random-seed",
+            "1",
+            "--allow-subject-space",
+        )
+        == 0
+    )
     stem = "task-objects_contrast-faceVsHouse_stat-{}_desc-searchlightgroup_statmap"
     t = nb.load(out / (stem.format("t") + ".nii.gz")).get_fdata()
     p = nb.load(out / (stem.format("p") + ".nii.gz")).get_fdata()
@@ -180,4 +198,6 @@ def test_sherlock_hyperalignment_beats_anatomical(sherlock_dir, tmp_path):
     assert "classification of movie segments of 18 s on run 2" in citation
     assert not (out / "logs" / "CITATION.md").exists()  # the participant citation is apart
     assert "sub-01, sub-02, sub-03, sub-04, sub-05, sub-06" in (out / "group.html").read_text()
+    errors, _ = bids_validate(out)
+    assert errors == []
     shutil.rmtree(tmp_path / "work", ignore_errors=True)

@@ -213,20 +213,21 @@ def test_subject_report_in_a_browser(browser, synthetic_bids, tmp_path):
     assert "Kriegeskorte" in citation and "GaussianNB" in citation
 
 
-def test_report_of_a_crashed_subject_shows_the_error(browser, synthetic_bids, tmp_path):
-    bold = (
-        synthetic_bids / "derivatives/fmriprep/sub-02/func/"
-        "sub-02_task-objects_run-1_desc-preproc_bold.nii.gz"
-    )
-    img = nb.load(bold)
-    data = np.asarray(img.dataobj).copy()
-    data[5, 6, 3, 4] = np.nan
-    nb.Nifti1Image(data, img.affine, img.header).to_filename(bold)
+def test_report_of_a_crashed_subject_shows_the_error(
+    browser, synthetic_bids, tmp_path, monkeypatch
+):
+    # inputs pass the up-front checks; the node then fails (the Linear plugin runs it here)
+    import mvpa_flows.interfaces.samples as samples
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("sub-02: the samples could not be loaded (simulated failure)")
+
+    monkeypatch.setattr(samples, "load_samples", fail)
     out = tmp_path / "out"
     assert run_app(synthetic_bids, out, "participant", "--participant-label 02") == 1
     page = out / "sub-02.html"
     dom = _chromium(browser, page.as_uri(), tmp_path, "--dump-dom")
-    assert "prepare_samples" in dom and "holds NaN" in dom
+    assert "prepare_samples" in dom and "simulated failure" in dom
     assert re.findall(r"<h2[^>]*>([^<]+)</h2>", dom)[-1] == "Errors"
     assert "No F-test map was produced (see Errors)" in dom
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -237,7 +238,8 @@ def test_group_report_in_a_browser(browser, synthetic_bids, tmp_path, capsys):
     out = tmp_path / "out"
     assert run_app(synthetic_bids, out, "participant", SEARCHLIGHT_GNB) == 0
     group = "--analyses hyperalignment searchlight --ha-train-runs 1 2 --ha-test-runs 3 "
-    assert run_app(synthetic_bids, out, "group", group + "--segment-length 8") == 0
+    group += "--segment-length 8 --allow-subject-space"
+    assert run_app(synthetic_bids, out, "group", group) == 0
     err = capsys.readouterr().err  # library warnings go to the log, not the terminal
     assert "UnderdeterminedRotationWarning" not in err and "warnings recorded in" in err
     dom = check_page(

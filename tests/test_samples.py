@@ -59,3 +59,56 @@ def test_sample_table_errors_name_the_problem():
             ["a", "b"],
             events_files=["run-1_events.tsv", "run-2_events.tsv"],
         )
+
+
+def test_sessions_make_session_x_run_groups():
+    from mvpa_flows.core.data.samples import run_keys, sample_groups
+
+    ev = _events([(0, 4, "a"), (6, 4, "b")])
+    table = build_sample_table(
+        [ev, ev, ev], [12, 12, 12], [2.0] * 3, [1, 2, 1], ["a", "b"], sessions=["1", "1", "2"]
+    )
+    assert list(table.columns) == ["session", "run", "volume", "onset", "label"]
+    assert sorted(set(sample_groups(table))) == ["ses-1_run-1", "ses-1_run-2", "ses-2_run-1"]
+    assert run_keys([1, 2], None) == [1, 2]
+    no_sessions = build_sample_table([ev], [12], [2.0], [1], ["a", "b"])
+    assert sample_groups(no_sessions).tolist() == [1, 1, 1, 1]
+
+
+def test_events_outside_the_run_and_with_na_are_counted(tmp_path):
+    from mvpa_flows.core.data.samples import read_events
+
+    path = tmp_path / "run-1_events.tsv"
+    path.write_text(
+        "onset\tduration\ttrial_type\n0\t4\ta\n6\t4\tb\nn/a\t4\ta\n8\tn/a\tb\n"
+        "30\t4\ta\n18\t10\tb\n"
+    )
+    events = read_events(path)
+    assert events.attrs["n_dropped"] == 2 and len(events) == 4
+    with pytest.warns(UserWarning) as record:
+        build_sample_table([events], [12], [2.0], [1], ["a", "b"], events_files=[path.name])
+    message = str(record[0].message)
+    assert message.startswith("run-1_events.tsv: 2 event(s) with n/a onset")
+    assert "1 event(s) of ['a', 'b'] outside the run (12 volumes x 2 s = 24 s" in message
+    assert "1 event(s) run past the end of the run" in message
+
+
+def test_a_run_without_samples_is_named():
+    ev = _events([(0, 4, "a"), (6, 4, "b")])
+    late = _events([(100, 4, "a"), (120, 4, "b")])
+    with (
+        pytest.warns(UserWarning, match="2 event"),
+        pytest.raises(InputValidationError, match=r"No volume of \['r2.tsv'\] falls inside"),
+    ):
+        build_sample_table(
+            [ev, late], [12, 12], [2.0, 2.0], [1, 2], ["a", "b"], events_files=["r1", "r2.tsv"]
+        )
+
+
+def test_censored_volumes_leave_the_table():
+    ev = _events([(0, 6, "a"), (8, 6, "b")])
+    with pytest.warns(UserWarning, match="1 labelled volume"):
+        table = build_sample_table(
+            [ev], [12], [2.0], [1], ["a", "b"], sample_masks=[np.setdiff1d(np.arange(12), [1])]
+        )
+    assert 1 not in table["volume"].tolist() and len(table) == 5

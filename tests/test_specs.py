@@ -110,3 +110,64 @@ def test_output_patterns_give_the_design_names(entities, expected):
 def test_unknown_entity_combination_is_an_error():
     with pytest.raises(ValueError, match="No mvpa_flows path pattern accepts"):
         output_path({"subject": "01", "suffix": "bold"})
+
+
+def test_names_keep_session_resolution_density_and_cohort():
+    from mvpa_flows.interfaces.bids import parse_entities
+
+    entities = dict(subject="01", session="2", task="faces", space="MNIInfant", cohort="1",
+                    res="2", contrast="faceVsHouse", stat="accuracy", desc="searchlight",
+                    suffix="statmap")  # fmt:skip
+    path = output_path(entities)
+    assert path == (
+        "sub-01/ses-2/func/sub-01_ses-2_task-faces_space-MNIInfant_cohort-1_res-2"
+        "_contrast-faceVsHouse_stat-accuracy_desc-searchlight_statmap.nii.gz"
+    )
+    parsed = parse_entities(path)
+    assert {k: parsed[k] for k in entities} == entities
+    group_entities = dict(session="2", task="faces", space="MNI152NLin2009cAsym", res="2",
+                          contrast="c", stat="t", desc="searchlightgroup",
+                          suffix="statmap")  # fmt:skip
+    group = output_path(group_entities)
+    assert group == (
+        "ses-2_task-faces_space-MNI152NLin2009cAsym_res-2_contrast-c_stat-t"
+        "_desc-searchlightgroup_statmap.nii.gz"
+    )
+
+
+def test_space_spelling_is_fmripreps():
+    from mvpa_flows.interfaces.bids import parse_space, space_label, spatial_reference
+
+    assert parse_space("MNI152NLin2009cAsym:res-2") == {
+        "space": "MNI152NLin2009cAsym", "cohort": None, "res": "2", "den": None
+    }  # fmt:skip
+    assert parse_space("MNIInfant:cohort-1:res-1")["cohort"] == "1"
+    assert space_label(parse_space("MNIInfant:res-1:cohort-1")) == "MNIInfant:cohort-1:res-1"
+    with pytest.raises(ValueError, match="not res-<label>, cohort-<label> or den-<label>"):
+        parse_space("MNI152NLin2009cAsym:2mm")
+    assert spatial_reference(parse_space("MNI152NLin2009cAsym:res-2")) == (
+        "https://templateflow.s3.amazonaws.com/tpl-MNI152NLin2009cAsym/"
+        "tpl-MNI152NLin2009cAsym_res-02_T1w.nii.gz"
+    )
+    links = {"fmriprep": "/d/fmriprep"}
+    assert spatial_reference(
+        {"space": "T1w"}, anat_file="/d/fmriprep/sub-01/anat/sub-01_desc-preproc_T1w.nii.gz",
+        dataset_links=links,
+    ) == "bids:fmriprep:sub-01/anat/sub-01_desc-preproc_T1w.nii.gz"  # fmt:skip
+
+
+def test_group_statistics_refuse_subject_spaces():
+    from mvpa_flows.cli.group import check_group_space
+    from mvpa_flows.core.errors import InputValidationError
+
+    for space in (None, "T1w", "fsnative"):
+        with pytest.raises(InputValidationError, match="--allow-subject-space"):
+            check_group_space({"space": space})
+        check_group_space({"space": space}, allow_subject_space=True)
+    check_group_space({"space": "MNI152NLin6Asym", "res": "2"})
+
+
+def test_bidsignore_lists_only_what_bids_lacks():
+    ignore = bids_specs.load("mvpa_flows.json")["bidsignore"]
+    assert "tpl-*/" not in ignore and "*/figures/" not in ignore
+    assert {"*_statmap.*", "*_xfm.*", "*_boldref.*", "figures"} <= set(ignore)

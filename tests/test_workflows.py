@@ -85,3 +85,25 @@ def test_single_subject_and_top_level(tmp_path):
         "single_subject_01_wf",
         "single_subject_02_wf",
     }
+
+
+def test_per_session_units_make_one_mvpa_wf_per_session(tmp_path):
+    unit = {
+        "bold": ["b1.nii.gz"],
+        "mask": ["m1.nii.gz"],
+        "events": ["e1.tsv"],
+        "confounds": [None],
+        "runs": [1],
+        "sessions": ["1"],
+        "bold_metadata": [{"RepetitionTime": 2.0}],
+    }
+    units = [
+        {**unit, "label": s, "entities": {"subject": "01", "session": s, "task": "t"}}
+        for s in ("1", "2")
+    ]
+    wf = init_single_subject_wf(subject_id="01", subject_data=units, output_dir=str(tmp_path))
+    names = {n.split(".")[0] for n in wf.list_node_names()}
+    assert {"mvpa_ses_1_wf", "mvpa_ses_2_wf", "bidssrc_ses_1", "bidssrc_ses_2"} <= names
+    sink = wf.get_node("mvpa_ses_2_wf").get_node("ds_mask")
+    assert sink.inputs.base_entities == {"subject": "01", "session": "2", "task": "t"}
+    assert sink.inputs.metadata["Type"] == "Brain"

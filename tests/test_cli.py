@@ -257,6 +257,13 @@ BAD_INPUTS = {
         64,
         r"OUTPUT_DIR .*a-file/out cannot be written",
     ),
+    "two series with one run label": (
+        lambda b: _duplicate_run(b),
+        {"args": ["--participant-label", "01"]},
+        16,
+        r"Runs must be unique \(the files carry no ses- entity\): \(session, run\) "
+        r"\[\(None, 1\)\] label several BOLD series \['sub-01_task-objects_acq-b_run-1",
+    ),
     "confounds and strategy": (
         lambda b: None,
         {"args": ["--confounds", "csf", "--confounds-strategy", "simple"]},
@@ -284,6 +291,23 @@ def test_bad_input_gets_a_clear_message_and_exit_code(case, synthetic_bids, tmp_
     assert run(synthetic_bids, out, *args, level=opts.get("level", "participant")) == code
     assert pytest.importorskip("re").search(message, capsys.readouterr().err.replace("\n", " "))
     assert not [f for f in _files(out) if f.startswith("sub-")] if out.exists() else True
+
+
+def _duplicate_run(bids):
+    """A second acquisition of run 1 (acq-b) with its mask, confounds and events."""
+    import shutil
+
+    for folder, names in (
+        (bids / "derivatives/fmriprep/sub-01/func",
+         ("desc-preproc_bold.nii.gz", "desc-preproc_bold.json", "desc-brain_mask.nii.gz",
+          "desc-confounds_timeseries.tsv")),
+        (bids / "sub-01/func", ("events.tsv",)),
+    ):  # fmt:skip
+        for name in names:
+            shutil.copy(
+                folder / f"sub-01_task-objects_run-1_{name}",
+                folder / f"sub-01_task-objects_acq-b_run-1_{name}",
+            )
 
 
 def _poison(data):

@@ -69,6 +69,11 @@ BAD = {
         "at least two subjects",
     ),
     "overlap": (["--ha-train-runs", "1", "2", "--ha-test-runs", "2"], 64, "circular"),
+    "per session": (
+        ["--per-session", "--ha-train-runs", "1", "--ha-test-runs", "2"],
+        64,
+        "--per-session applies to the participant level and group searchlight",
+    ),
     "missing run": (
         ["--ha-train-runs", "1", "7", "--ha-test-runs", "3"],
         16,

@@ -237,7 +237,7 @@ def build_parser():
     a.add_argument(
         "--confounds-strategy",
         nargs="+",
-        metavar="STRATEGY [KEY=VALUE",
+        metavar="STRATEGY|KEY=VALUE",
         help="a nilearn denoising strategy (simple, scrubbing, compcor, ica_aroma) and "
         "its options, e.g. 'compcor n_compcor=5' or 'scrubbing fd_threshold=0.3'; "
         "censored volumes are left out of the samples (default: --confounds)",

@@ -216,6 +216,20 @@ def _confounds_strategy(tokens):
     return name, options
 
 
+def _run_label(key, value):
+    """A run of an analysis spec as the command line reads it (``ses-1:2`` -> ``1:2``)."""
+    import argparse
+
+    from mvpa_flows.cli.parser import _run_token
+
+    if not isinstance(value, str):
+        return value
+    try:
+        return _run_token(value)
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(f"--{key.replace('_', '-')} {err}") from None
+
+
 def default_work_dir(output_dir, input_dirs):
     """``OUTPUT_DIR/../work-mvpa_flows``, or a folder of the system temporary directory
     when that would be inside an input dataset (e.g. ``BIDS_DIR/derivatives``)."""
@@ -254,6 +268,9 @@ def build_config(args, argv=None):
         values["process_mask"] = str(Path(values["process_mask"]).absolute())
     if values.get("roi_mask"):
         values["roi_mask"] = str(Path(values["roi_mask"]).absolute())
+    for key in ("ha_train_runs", "ha_test_runs"):
+        if values.get(key):
+            values[key] = [_run_label(key, v) for v in values[key]]
     for key, prefix in (("participant_label", "sub-"), ("session_label", "ses-")):
         if values.get(key):
             values[key] = [p[len(prefix) :] if p.startswith(prefix) else p for p in values[key]]

@@ -35,24 +35,10 @@ OUTPUT_ENTITIES = ("subject", "session", "task", "space", "cohort", "res", "den"
 #: Spaces that belong to one subject: a voxel there is not the same place in another
 #: subject's brain (``None`` is the native BOLD space, without a ``space-`` entity).
 SUBJECT_SPACES = frozenset(
-    {
-        None,
-        "T1w",
-        "T2w",
-        "anat",
-        "fsnative",
-        "boldref",
-        "orig",
-        "run",
-        "session",
-        "func",
-        "sbref",
-        "scanner",
-        "individual",
-        "native",
-    }  # fmt:skip
-)
-#: Standard templates of the BIDS specification (SpatialReference is optional there).
+    (None, "T1w", "T2w", "anat", "fsnative", "boldref", "orig", "run", "session", "func",
+     "sbref", "scanner", "individual", "native")
+)  # fmt:skip
+#: TemplateFlow's archive: the SpatialReference of outputs in a template space.
 _TEMPLATEFLOW = "https://templateflow.s3.amazonaws.com"
 
 

@@ -106,25 +106,31 @@ def read_image_data(img, name="BOLD series"):
         ) from None
 
 
-def masked_run_data(bold_img, mask, name="BOLD series"):
-    """Return the (n_volumes, n_voxels) float64 data of ``bold_img`` inside ``mask``.
-
-    Raises when the file cannot be read, or when the masked data hold NaN or infinite
-    values.
-    """
-    data = read_image_data(bold_img, name)
-    values = data[np.asarray(mask, dtype=bool)].T.astype(np.float64)
-    if not np.isfinite(values).all():
-        bad = ~np.isfinite(values)
-        voxels = np.flatnonzero(bad.any(axis=0)).size
-        volumes = np.flatnonzero(bad.any(axis=1))
+def _check_finite(values, name):
+    """Raise when the (n_voxels, n_volumes) ``values`` hold NaN or infinite values."""
+    if values.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(values)
+    if bad.any():
+        voxels = np.flatnonzero(bad.any(axis=1)).size
+        volumes = np.flatnonzero(bad.any(axis=0))
         raise InputValidationError(
             f"{name} holds NaN or infinite values in {voxels} voxel(s) inside the brain mask "
             f"(volume(s) {volumes[:5].tolist()}{' ...' if volumes.size > 5 else ''}); "
             "re-run preprocessing, or exclude those voxels from the mask (--bids-filter-file "
             "can drop the run)."
         )
-    return values
+
+
+def masked_run_data(bold_img, mask, name="BOLD series"):
+    """Return the (n_volumes, n_voxels) float64 data of ``bold_img`` inside ``mask``.
+
+    Raises when the file cannot be read, or when the masked data hold NaN or infinite
+    values.
+    """
+    values = read_image_data(bold_img, name)[np.asarray(mask, dtype=bool)]
+    _check_finite(values, name)
+    return values.T.astype(np.float64)
 
 
 def check_run_data(bold_img, mask, name="BOLD series"):
@@ -132,8 +138,9 @@ def check_run_data(bold_img, mask, name="BOLD series"):
 
     The up-front check of :func:`mvpa_flows.core.data.dataset.check_inputs` with
     ``check_data=True``: a truncated file or non-finite voxels fail before any analysis.
+    Memory: the run in its file's data type, once.
     """
-    masked_run_data(bold_img, mask, name)
+    _check_finite(read_image_data(bold_img, name)[np.asarray(mask, dtype=bool)], name)
 
 
 def prepare_samples(

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import nibabel as nb
 import numpy as np
 import pandas as pd
 import pytest

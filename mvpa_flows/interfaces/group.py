@@ -16,7 +16,6 @@ from nipype.interfaces.base import (
 
 from mvpa_flows.core.alignment.evaluate import hyperalign_and_evaluate, save_template
 from mvpa_flows.core.alignment.xfm import save_transform
-from mvpa_flows.core.data.cleaning import select_confounds
 from mvpa_flows.core.data.dataset import load_timeseries
 from mvpa_flows.core.data.samples import build_sample_table, read_events
 from mvpa_flows.core.errors import InputValidationError
@@ -104,7 +103,7 @@ class PrepareTimeseries(SimpleInterface):
             values = list(values) if values else [None] * len(runs)
             return [values[i] for i in index]
 
-        series = load_timeseries(
+        series, regressed = load_timeseries(
             pick(self.inputs.bold_file),
             self.inputs.roi_mask,
             confounds_files=pick(self.inputs.confounds_file),
@@ -114,10 +113,9 @@ class PrepareTimeseries(SimpleInterface):
             standardize=self.inputs.standardize,
             confounds_strategy=self.inputs.confounds_strategy,
             confounds_strategy_options=self.inputs.confounds_strategy_options or None,
+            return_confounds=True,
         )
-        self._results["confounds_used"] = confounds_used(
-            pick(self.inputs.confounds_file), self.inputs.confounds
-        )
+        self._results["confounds_used"] = sorted({c for names in regressed for c in names})
         n_train = len(self.inputs.train_runs)
         train, test = series[:n_train], series[n_train:]
         if self.inputs.mode == "conditions":
@@ -147,15 +145,6 @@ class PrepareTimeseries(SimpleInterface):
         self._results["test_samples_file"] = os.path.join(runtime.cwd, "test_samples.tsv")
         table.to_csv(self._results["test_samples_file"], sep="\t", index=False)
         return runtime
-
-
-def confounds_used(confounds_files, confounds):
-    """Confound columns the cleaning regresses out of these runs (sorted, no duplicates)."""
-    used = set()
-    for path in confounds_files:
-        frame = pd.read_csv(path, sep="\t", nrows=1) if path else None
-        used.update(select_confounds(frame, confounds, source=os.path.basename(path or ""))[1])
-    return sorted(used)
 
 
 class _HyperalignGroupInputSpec(BaseInterfaceInputSpec):

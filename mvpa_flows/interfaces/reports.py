@@ -13,10 +13,8 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from functools import cache
 from pathlib import Path
 
-from bids.layout import parse_file_entities
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -25,9 +23,9 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from mvpa_flows import bids_specs
 from mvpa_flows.__about__ import __version__
 from mvpa_flows.core.io import atomic_write_text
+from mvpa_flows.interfaces.bids import parse_entities
 from mvpa_flows.reports import assembler, figures, reportlets
 from mvpa_flows.reports.methods import MethodsText, citation_markdown, methods
 
@@ -55,7 +53,7 @@ def _merged(dicts):
 
 
 def _on_glass_brain(source_file):
-    space = parse_file_entities(str(source_file)).get("space") if source_file else None
+    space = parse_entities(source_file).get("space") if source_file else None
     return figures.shows_on_glass_brain(space)
 
 
@@ -252,14 +250,6 @@ class MeanImage(SimpleInterface):
 # ------------------------------------------------------------------- finding outputs
 
 
-@cache
-def _naming():
-    from bids.layout.models import Config
-
-    spec = bids_specs.load("mvpa_flows.json")
-    return Config(name=spec["name"], entities=spec["entities"])
-
-
 def _read_json(path):
     import json
 
@@ -283,7 +273,7 @@ def index_outputs(output_dir, subjects=None):
         rel = path.relative_to(root)
         if not path.is_file() or rel.parts[0] in ("logs",) or path.suffix in (".json", ".html"):
             continue
-        entities = parse_file_entities(str(path), config=_naming())
+        entities = parse_entities(path)
         if "suffix" not in entities or (
             subjects is not None and entities.get("subject") not in (None, *subjects)
         ):
@@ -356,9 +346,13 @@ def _samples_per_run(files):
     return "<h4>Samples per run</h4>" + assembler.table_html(rows, ["run", *conditions])
 
 
+#: Entities that tell one participant analysis from another in the same folder.
+_UNIT_ENTITIES = ("session", "task", "space", "cohort", "res", "den")
+
+
 def write_subject_report(output_dir, subject, texts, analyses, crash_dir, log_file=None,
-                         command_line=""):  # fmt:skip
-    """Write ``OUTPUT_DIR/sub-<label>.html`` from the subject's derivatives.
+                         command_line="", entities=None):  # fmt:skip
+    """Write ``OUTPUT_DIR/sub-<label>[_ses-<label>].html`` from the subject's derivatives.
 
     Parameters
     ----------
@@ -375,9 +369,23 @@ def write_subject_report(output_dir, subject, texts, analyses, crash_dir, log_fi
         The run's log (its warnings are shown).
     command_line : str
         The command that ran.
+    entities : dict or None
+        The analysis the page describes (``session``, ``task``, ``space``, ``res``, ...):
+        only the subject's files with these entities; a ``session`` names the page
+        ``sub-<label>_ses-<label>.html``.
     """
     files = index_outputs(output_dir, subjects=[subject])
     files = [f for f in files if f["entities"].get("subject") == subject]
+    unit = {k: v for k, v in (entities or {}).items() if k in _UNIT_ENTITIES}
+    if unit:
+        files = [
+            f
+            for f in files
+            if all(
+                f["entities"].get(k) == (None if v is None else str(v)) for k, v in unit.items()
+            )
+        ]
+    name = f"sub-{subject}" + (f"_ses-{unit['session']}" if unit.get("session") else "")
     paragraphs, cites = methods(texts, files)
     blocks = {
         "summary": _summary(files, [("Subject", f"sub-{subject}"), ("Command", command_line)]),
@@ -390,7 +398,7 @@ def write_subject_report(output_dir, subject, texts, analyses, crash_dir, log_fi
         "participant", files, blocks, analyses, output_dir,
         {"subject": subject, "version": __version__},
     )  # fmt:skip
-    return atomic_write_text(page, Path(output_dir) / f"sub-{subject}.html")
+    return atomic_write_text(page, Path(output_dir) / f"{name}.html")
 
 
 def write_group_report(output_dir, texts, analyses, files, crash_dir, log_file=None,

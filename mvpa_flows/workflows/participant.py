@@ -305,12 +305,15 @@ def init_mvpa_wf(
                 (prepare_wf, ds, [("outputnode.contrast", "contrast")]),
                 (analysis_wf, outputnode, [(f"outputnode.{field}", out_field)]),
             ])  # fmt:skip
-    _add_reports(workflow, analysis_maps, output_dir, dataset_links, searchlight)
+    _add_reports(workflow, analysis_maps, output_dir, dataset_links, searchlight, entities)
     return workflow
 
 
-def _add_reports(workflow, analysis_maps, output_dir, dataset_links, searchlight):
-    """Figures of each analysis, made inside the graph and stored under ``figures/``."""
+def _add_reports(workflow, analysis_maps, output_dir, dataset_links, searchlight, entities=None):
+    """Figures of each analysis, made inside the graph and stored under ``figures/``.
+
+    With ``entities``, the figures are named like the maps they show.
+    """
     prepare_wf, sources = workflow.get_node("prepare_wf"), workflow.get_node("sources")
     for name, (analysis_wf, _) in analysis_maps.items():
         if name == "searchlight":
@@ -325,6 +328,10 @@ def _add_reports(workflow, analysis_maps, output_dir, dataset_links, searchlight
         else:
             report_wf = init_ftest_report_wf(output_dir=output_dir, dataset_links=dataset_links)
             maps = [("f_map", "f_map"), ("p_map", "p_map")]
+        if entities:
+            for node_name in report_wf.list_node_names():
+                if node_name.startswith("ds_report"):
+                    report_wf.get_node(node_name).inputs.base_entities = dict(entities)
         workflow.connect([
             (analysis_wf, report_wf, [(f"outputnode.{a}", f"inputnode.{b}") for a, b in maps]),
             (workflow.get_node(f"{name}_metadata"), report_wf, [("out", "inputnode.metadata")]),

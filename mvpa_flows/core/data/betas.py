@@ -29,11 +29,8 @@ import numpy as np
 import pandas as pd
 
 from mvpa_flows.core._validation import check_integer, check_number, check_option
-from mvpa_flows.core.data.cleaning import (
-    analysis_mask,
-    check_same_grid,
-    select_confounds,
-)
+from mvpa_flows.core.data.cleaning import analysis_mask, check_same_grid
+from mvpa_flows.core.data.confounds import select_confounds
 from mvpa_flows.core.data.samples import read_events
 from mvpa_flows.core.errors import InputValidationError
 

@@ -401,6 +401,7 @@ def load_timeseries(
     standardize: str = "zscore_run",
     confounds_strategy: str | None = None,
     confounds_strategy_options: dict | None = None,
+    return_confounds: bool = False,
 ):
     """Cleaned time series of whole runs inside ``mask_file`` (e.g. a movie ROI).
 
@@ -412,17 +413,19 @@ def load_timeseries(
     -------
     list of ndarray
         One (n_volumes, n_voxels) array per run, in the order of ``bold_files``.
+    list of list of str
+        With ``return_confounds``: the confound columns regressed in each run.
     """
     mask_img = nb.load(mask_file)
     mask = np.asarray(mask_img.dataobj) > 0
     confounds_files = list(confounds_files) if confounds_files else [None] * len(bold_files)
     repetition_times = list(repetition_times) if repetition_times else [None] * len(bold_files)
-    series = []
+    series, regressed = [], []
     for path, conf_path, tr in zip(bold_files, confounds_files, repetition_times, strict=True):
         img = _load_image(path, "BOLD series")
         name = Path(path).name
         check_same_grid(img, mask_img, name, f"the mask {Path(mask_file).name}")
-        values, _, kept = run_confounds(
+        values, names, kept = run_confounds(
             path, conf_path, img.shape[3], confounds, confounds_strategy,
             confounds_strategy_options,
         )  # fmt:skip
@@ -444,4 +447,5 @@ def load_timeseries(
                 t_r=_repetition_time(img, tr, name),
             )
         )
-    return series
+        regressed.append(names)
+    return (series, regressed) if return_confounds else series

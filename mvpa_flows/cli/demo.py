@@ -19,7 +19,7 @@ def build_parser():
         "Works offline.",
     )
     parser.add_argument("output_dir", type=Path, help="folder for the dataset and results")
-    parser.add_argument("--subjects", type=int, default=2, help="number of subjects")
+    parser.add_argument("--subjects", type=int, default=3, help="number of subjects")
     parser.add_argument("--sessions", type=int, default=2, help="sessions per subject")
     parser.add_argument("--runs", type=int, default=2, help="runs per session")
     parser.add_argument(

@@ -186,6 +186,13 @@ def _describe(subject, unit):
     return f"sub-{subject}" + (f" ses-{unit['label']}" if unit.get("label") else "")
 
 
+def note_input_warning(text):
+    """An input problem that does not stop the run: on the terminal, in the run's log
+    (and so in the report's warnings)."""
+    print(f"mvpa-flows: warning: {text}", file=sys.stderr)
+    logging.getLogger("py.warnings").warning(text)
+
+
 def collect(config):
     """Collect and validate every subject's inputs; fill ``config.subject_data``.
 
@@ -215,10 +222,7 @@ def collect(config):
                 )
             for warning in caught:
                 if issubclass(warning.category, UserWarning):
-                    print(
-                        f"mvpa-flows: warning: {_describe(subject, unit)}: {warning.message}",
-                        file=sys.stderr,
-                    )
+                    note_input_warning(f"{_describe(subject, unit)}: {warning.message}")
             if conditions is None:
                 conditions = checked["conditions"]
             elif conditions != checked["conditions"] and config.conditions is None:

@@ -107,3 +107,41 @@ def test_per_session_units_make_one_mvpa_wf_per_session(tmp_path):
     sink = wf.get_node("mvpa_ses_2_wf").get_node("ds_mask")
     assert sink.inputs.base_entities == {"subject": "01", "session": "2", "task": "t"}
     assert sink.inputs.metadata["Type"] == "Brain"
+
+
+def test_sink_rewrites_a_deleted_output_when_rerun_with_the_same_work_dir(tmp_path):
+    """A sink's cached result does not stand in for an output that was deleted since."""
+    import json
+
+    from nipype.pipeline import engine as pe
+
+    from mvpa_flows.interfaces.bids import DerivativesDataSink
+
+    source = (
+        tmp_path / "in" / "sub-01_task-x_run-1_space-MNI152NLin2009cAsym_desc-preproc_bold.tsv"
+    )
+    source.parent.mkdir()
+    source.write_text("a\tb\n1\t2\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    wf = pe.Workflow(name="sink_wf", base_dir=str(tmp_path / "work"))
+    sink = pe.Node(
+        DerivativesDataSink(
+            base_directory=str(out),
+            in_file=str(source),
+            source_files=[str(source)],
+            dataset_links={"raw": str(tmp_path / "in")},
+            entities={"desc": "mvpa", "suffix": "samples"},
+        ),
+        name="ds_samples",
+    )
+    wf.add_nodes([sink])
+    wf.run()
+    (written,) = (out / "sub-01").rglob("*_samples.tsv")
+    sidecar = written.with_suffix(".json")
+    assert json.loads(sidecar.read_text())["Sources"] == ["bids:raw:" + source.name]
+    written.unlink()
+    sidecar.unlink()
+    wf.run()
+    assert written.read_text() == source.read_text()
+    assert sidecar.is_file()

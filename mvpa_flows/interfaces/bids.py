@@ -703,6 +703,9 @@ class DerivativesDataSink(SimpleInterface):
 
     input_spec = _DerivativesDataSinkInputSpec
     output_spec = _DerivativesDataSinkOutputSpec
+    # A sink writes outside the work directory: its cached result cannot tell whether the
+    # output still exists, so it runs on every execution (a rerun restores deleted outputs).
+    _always_run = True
 
     def _run_interface(self, runtime):
         if self.inputs.base_entities:

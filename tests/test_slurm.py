@@ -306,25 +306,50 @@ def test_slurmgraph_chunks_equal_multiproc(slurm_cluster, haxby_paths, multiproc
 @pytest.mark.slurm
 @pytest.mark.shared_data
 def test_slurmgraph_failing_node_names_it(slurm_cluster, haxby_paths, tmp_path):
-    """A node failing in its job: exit 1, the node and its crash file named, queue empty."""
+    """A node failing in its job: exit 1, the node and its crash file named, queue empty.
+
+    The app reads every input before it submits anything, so the input is damaged after
+    submission: the graph is submitted held, one BOLD file is cut short, then the jobs are
+    released.
+    """
     bids = tmp_path / "haxby"
     subprocess.run(["cp", "-r", str(haxby_paths["/data/haxby"]), str(bids)], check=True)
     bold = next(bids.rglob("*run-01_desc-preproc_bold.nii.gz"))
-    bold.chmod(0o644)
-    data = bold.read_bytes()
-    bold.write_bytes(data[: len(data) // 2])  # header intact, data cut short
-    plugin_file = write_plugin(tmp_path / "graph.yml", readme_plugin("SLURMGraph"))
+    settings = readme_plugin("SLURMGraph")
+    sbatch_args = settings["plugin_args"]["sbatch_args"]
+    settings["plugin_args"] = {**settings["plugin_args"], "sbatch_args": f"{sbatch_args} --hold"}
+    plugin_file = write_plugin(tmp_path / "graph.yml", settings)
+    work = tmp_path / "work"
     argv = substitute(
         readme_command("participant"),
         {
             "/data/haxby": bids,
             "/data/haxby-mvpa": tmp_path / "out",
-            "/shared/work/haxby": tmp_path / "work",
+            "/shared/work/haxby": work,
             "slurm.yml": plugin_file,
         },
     )
     first = last_job_id(slurm_cluster)
-    result = run(argv)
+    proc = subprocess.Popen(
+        [APP, *argv[1:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    submit = work / "mvpa_flows_wf" / "batch" / "submit_jobs.sh"
+    held, deadline = [], time.monotonic() + RUN_TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline:
+        if submit.is_file():
+            expected = len(re.findall(r"\$\(sbatch ", submit.read_text()))
+            held = [j for j in slurm_cluster.queue() if j > first]
+            if expected and len(held) == expected:
+                break
+        time.sleep(0.2)
+    assert held, f"the graph was never queued:\n{proc.stderr.read() if proc.poll() else ''}"
+    bold.chmod(0o644)
+    data = bold.read_bytes()
+    bold.write_bytes(data[: len(data) // 2])  # header intact, data cut short
+    for job_id in held:
+        slurm_cluster.run("scontrol", "release", str(job_id))
+    _, stderr = proc.communicate(timeout=RUN_TIMEOUT)
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
     assert result.returncode == 1, result.stderr
     assert "node mvpa_flows_wf.single_subject_1_wf.mvpa_wf.prepare_wf.prepare_samples:" in (
         result.stderr

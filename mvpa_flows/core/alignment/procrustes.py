@@ -41,6 +41,7 @@ import warnings
 import numpy as np
 from scipy import linalg
 
+from mvpa_flows.core.alignment.maps import ProcrustesMap, _as_2d
 from mvpa_flows.core.errors import InputValidationError
 
 __all__ = [
@@ -55,6 +56,27 @@ __all__ = [
 # orthogonality to machine precision; beyond, the SVD is used.
 _EIGH_MAX_COND = 1e4
 _EIGH_NS_COND = 1e6
+
+
+def _conditioned_for_eigh(S, max_cond):
+    """Whether the symmetric positive semi-definite ``S`` has ``cond(S) <= max_cond``,
+    decided before any eigendecomposition.
+
+    A Cholesky factorisation (a sixth of the cost of ``syevd``; NumPy's, without the GIL)
+    fails on a numerically singular matrix; otherwise LAPACK's ``pocon`` estimates the
+    reciprocal 1-norm condition number from the factor in O(k**2). The 1-norm estimate
+    is at most ``k`` times the 2-norm one, so the test errs towards the SVD, never
+    towards an inaccurate eigendecomposition.
+    """
+    if S.shape[0] == 0:
+        return False
+    try:
+        L = np.linalg.cholesky(S)
+    except np.linalg.LinAlgError:
+        return False
+    anorm = float(np.abs(S).sum(axis=0).max())
+    rcond, info = linalg.lapack.dpocon(L, anorm, uplo="L")
+    return info == 0 and rcond * max_cond >= 1.0
 
 
 def _eigh(S):
@@ -87,188 +109,64 @@ def zscore_columns(X, copy=True):
     return X
 
 
-class ProcrustesMap:
-    """A fitted Procrustes transform ``y = scale * (x - source_mean) @ R + target_mean``.
-
-    ``R`` is stored densely or, from the thin route, as ``left @ right.T`` (both with
-    ``rank`` columns), so applying the map to data never forms a voxels x voxels matrix.
-    ``np.asarray(m)`` and :attr:`matrix` give the dense linear part ``scale * R``.
-
-    Attributes
-    ----------
-    scale : float
-        1.0 unless fitted with ``scaling=True``.
-    source_mean, target_mean : ndarray
-        Offsets (zeros when fitted with ``demean=False``).
-    shape : tuple
-        (n_voxels_source, n_voxels_target).
-    rank : int
-        Rank of ``R`` (= min of the voxel counts when fully determined).
-    """
-
-    def __init__(
-        self,
-        scale,
-        source_mean,
-        target_mean,
-        dense=None,
-        left=None,
-        right=None,
-        rank=None,
-        params=None,
-    ):
-        self.scale = float(scale)
-        self.source_mean = np.asarray(source_mean, dtype=np.float64)
-        self.target_mean = np.asarray(target_mean, dtype=np.float64)
-        if (dense is None) == (left is None or right is None):
-            raise ValueError("ProcrustesMap needs either `dense` or both `left` and `right`.")
-        self._dense = dense
-        self._left = left
-        self._right = right
-        if dense is not None:
-            self.shape = dense.shape
-        else:
-            self.shape = (left.shape[0], right.shape[0])
-        self.rank = int(rank) if rank is not None else min(self.shape)
-        self.params = dict(params or {})
-
-    # -- dense views -------------------------------------------------------------
-    @property
-    def rotation(self):
-        """The orthogonal (or partial-isometry) part ``R``, dense."""
-        if self._dense is not None:
-            return self._dense
-        return self._left @ self._right.T
-
-    @property
-    def matrix(self):
-        """The dense linear part ``scale * R`` (PyMVPA's ``proj``)."""
-        return self.scale * self.rotation
-
-    @property
-    def is_factored(self):
-        return self._dense is None
-
-    @property
-    def factors(self):
-        """``(left, right)`` with ``R = left @ right.T``, or ``(R, None)`` when dense."""
-        if self._dense is not None:
-            return self._dense, None
-        return self._left, self._right
-
-    def __array__(self, dtype=None, copy=None):
-        out = self.matrix
-        return out if dtype is None else out.astype(dtype)
-
-    def __rmatmul__(self, X):
-        """``X @ m`` applies the linear part only (no offsets)."""
-        return self._apply(np.asarray(X, dtype=np.float64)) * self.scale
-
-    def _apply(self, X):
-        if self._dense is not None:
-            return X @ self._dense
-        return (X @ self._left) @ self._right.T
-
-    def _apply_t(self, Y):
-        if self._dense is not None:
-            return Y @ self._dense.T
-        return (Y @ self._right) @ self._left.T
-
-    # -- mapping -----------------------------------------------------------------
-    def transform(self, X):
-        """Map (n, n_voxels_source) data into the target space."""
-        X = _as_2d(X, "X")
-        if X.shape[1] != self.shape[0]:
-            raise InputValidationError(
-                f"X has {X.shape[1]} voxels but this transform was fitted on "
-                f"{self.shape[0]}; pass data from the same voxels (same mask) as in fit."
-            )
-        return self.scale * self._apply(X - self.source_mean) + self.target_mean
-
-    def inverse_transform(self, Y):
-        """Map target-space data back (``R.T / scale``: PyMVPA's pseudo-inverse)."""
-        Y = _as_2d(Y, "Y")
-        if Y.shape[1] != self.shape[1]:
-            raise InputValidationError(
-                f"Y has {Y.shape[1]} columns but the target space of this transform has "
-                f"{self.shape[1]}."
-            )
-        if self.scale == 0:
-            raise InputValidationError("Cannot invert a Procrustes map with scale 0.")
-        return self._apply_t(Y - self.target_mean) / self.scale + self.source_mean
-
-    def __repr__(self):
-        kind = "factored" if self.is_factored else "dense"
-        return (
-            f"ProcrustesMap(shape={self.shape}, rank={self.rank}, scale={self.scale:.4g}, {kind})"
-        )
-
-
-def _as_2d(X, name):
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise InputValidationError(
-            f"`{name}` must be a 2-D array (n_samples, n_voxels); got shape {X.shape}."
-        )
-    if not np.issubdtype(X.dtype, np.floating) or X.dtype != np.float64:
-        X = X.astype(np.float64)
-    return X
-
-
 def _polar(C, reflection=True):
     """Polar factor of C (partial isometry on its range) and the sum of its singular values.
 
     Returns ``(P, trace, rank)`` with ``P = U @ Vt`` over the non-negligible singular
-    values. Uses the eigendecomposition of the smaller Gram matrix when well conditioned
-    (about 3x faster than a divide-and-conquer SVD at 1,000 x 1,000) and falls back to
-    ``gesdd``, then ``gesvd`` (PyMVPA's occasional "SVD did not converge").
+    values. The route is decided before any decomposition (:func:`_conditioned_for_eigh`):
+    the eigendecomposition of the smaller Gram matrix when it is well conditioned (about
+    2-3x faster than a divide-and-conquer SVD at 500-1,000 voxels), else the SVD
+    (``gesdd``, then ``gesvd``: PyMVPA's occasional "SVD did not converge").
     """
     m, k = C.shape
     if m < k:
         P, tr, r = _polar(C.T, reflection)
         return P.T, tr, r
     S = C.T @ C
-    lam, V = _eigh(S)
-    lam_max = lam[-1] if lam.size else 0.0
-    if not np.isfinite(lam_max):
+    if not np.isfinite(S).all():
         raise InputValidationError("Procrustes input contains NaN or infinite values.")
-    if lam_max <= 0:
-        return np.zeros_like(C), 0.0, 0
-    tol = lam_max * max(m, k) * np.finfo(np.float64).eps * 10
-    keep = lam > tol
-    lam_k = lam[keep]
-    ratio = lam_k[0] / lam_max
-    # The eigh route resolves singular values only down to ~sqrt(eps) * s_max; whenever
-    # some fall below that, the SVD decides the rank (to ~eps * s_max).
-    if keep.all() and ratio >= 1.0 / _EIGH_NS_COND**2:
-        sig = np.sqrt(lam_k)
-        if ratio < 1.0 / _EIGH_MAX_COND**2:
-            U = (C @ V) / sig
-            for _ in range(2):  # Newton-Schulz on the range: U <- U (3I - U'U) / 2
-                U = U @ (1.5 * np.eye(U.shape[1]) - 0.5 * (U.T @ U))
-            P = U @ V.T
-            u_min = U[:, 0]
-        else:
-            # P = C V S^-1 V' = C (W W') with W = V S^-1/2 (a symmetric rank-k update)
-            W = V / np.sqrt(sig)
-            P = C @ (W @ W.T)
-            u_min = (C @ V[:, 0]) / sig[0]
-        rank = k
-        s_min, v_min = sig[0], V[:, 0]
-        trace = float(sig.sum())
+    # A numerically singular or badly conditioned cross-product (data stored in float32
+    # have a condition number ~1e7 per subject, ~1e14 for the product) goes straight to
+    # the SVD: no eigendecomposition is computed and then discarded.
+    if not _conditioned_for_eigh(S, _EIGH_NS_COND**2):
+        return _polar_svd(C, reflection)
+    lam, V = _eigh(S)
+    lam_max = lam[-1]
+    ratio = lam[0] / lam_max if lam_max > 0 else 0.0
+    if not ratio * _EIGH_NS_COND**2 >= 1.0:  # the estimate erred: rare
+        return _polar_svd(C, reflection)
+    sig = np.sqrt(lam)
+    if ratio < 1.0 / _EIGH_MAX_COND**2:
+        U = (C @ V) / sig
+        for _ in range(2):  # Newton-Schulz on the range: U <- U (3I - U'U) / 2
+            U = U @ (1.5 * np.eye(U.shape[1]) - 0.5 * (U.T @ U))
+        P = U @ V.T
+        u_min = U[:, 0]
     else:
-        try:
-            U, s, Vt = np.linalg.svd(C, full_matrices=False)  # gesdd, without the GIL
-        except np.linalg.LinAlgError:
-            U, s, Vt = linalg.svd(
-                C, full_matrices=False, check_finite=False, lapack_driver="gesvd"
-            )
-        keep = s > (s[0] * max(m, k) * np.finfo(np.float64).eps if s.size else 0.0)
-        rank = int(keep.sum())
-        U, s, Vt = U[:, keep], s[keep], Vt[keep]
-        P = U @ Vt
-        s_min, u_min, v_min = s[-1], U[:, -1], Vt[-1]
-        trace = float(s.sum())
+        # P = C V S^-1 V' = C (W W') with W = V S^-1/2 (a symmetric rank-k update)
+        W = V / np.sqrt(sig)
+        P = C @ (W @ W.T)
+        u_min = (C @ V[:, 0]) / sig[0]
+    return _fix_reflection(P, float(sig.sum()), k, sig[0], u_min, V[:, 0], reflection)
+
+
+def _polar_svd(C, reflection):
+    """:func:`_polar` through the SVD of ``C`` (m >= k); the rank to ~eps * s_max."""
+    m, k = C.shape
+    try:
+        U, s, Vt = np.linalg.svd(C, full_matrices=False)  # gesdd, without the GIL
+    except np.linalg.LinAlgError:
+        U, s, Vt = linalg.svd(C, full_matrices=False, check_finite=False, lapack_driver="gesvd")
+    keep = s > (s[0] * max(m, k) * np.finfo(np.float64).eps if s.size else 0.0)
+    rank = int(keep.sum())
+    if rank == 0:
+        return np.zeros_like(C), 0.0, 0
+    U, s, Vt = U[:, keep], s[keep], Vt[keep]
+    return _fix_reflection(U @ Vt, float(s.sum()), rank, s[-1], U[:, -1], Vt[-1], reflection)
+
+
+def _fix_reflection(P, trace, rank, s_min, u_min, v_min, reflection):
+    m, k = P.shape
     if not reflection and m == k and rank == k:
         sign, _ = np.linalg.slogdet(P)
         if sign < 0:
@@ -361,6 +259,8 @@ class _Solution:
         G = gram_b if gram_b is not None else self.B0 @ self.B0.T
         S = La.T @ G @ La
         S = 0.5 * (S + S.T)
+        if not _conditioned_for_eigh(S, _EIGH_MAX_COND**2):
+            return None
         lam, V = _eigh(S)
         lam_max = lam[-1]
         if not lam_max > 0 or lam[0] <= lam_max / _EIGH_MAX_COND**2:

@@ -13,9 +13,10 @@ people's brains decodes a left-out person. Three numbers per left-out subject:
     the left-out subject's own data, cross-validated over ``test_groups`` (conditions
     mode); see below for the segments mode.
 
-The hyperalignment is estimated once on every subject's training data, the left-out
-subject included (as in Haxby et al., 2011, and the PyMVPA tutorial); this is not
-circular because the training data share no samples with the test data. The function
+The alignment (any estimator with ``fit``/``model_``: :class:`Hyperalignment` with
+Procrustes or ridge maps, :class:`SharedResponseModel`) is estimated once on every
+subject's training data, the left-out subject included (as in Haxby et al., 2011, and the
+PyMVPA tutorial); this is not circular because the training data share no samples with the test data. The function
 refuses test arrays that are the training arrays (same object, shared memory or
 identical values) and overlapping ``train_runs``/``test_runs`` labels.
 
@@ -40,20 +41,21 @@ Modes
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from mvpa_flows.core.alignment.hyperalignment import (
-    apply_transforms,
-    hyperalign,
-    validate_datasets,
-)
+from mvpa_flows.core.alignment.hyperalignment import Hyperalignment, validate_datasets
+from mvpa_flows.core.alignment.runs import check_segments
 from mvpa_flows.core.errors import InputValidationError
 
-__all__ = ["between_subject_classification", "segment_patterns", "segment_classification_accuracy"]
+__all__ = [
+    "between_subject_classification",
+    "fit_alignment",
+    "score_aligned",
+    "segment_classification_accuracy",
+    "segment_patterns",
+]
 
 WITHIN_SEGMENTS_NOTE = (
     "within_subject is not defined in segments mode: it would need an independent "
@@ -144,56 +146,168 @@ def _labels_per_subject(labels, test, name):
     return out
 
 
-def between_subject_classification(
-    train_datasets,
-    test_datasets,
-    mode="segments",
-    test_labels=None,
-    test_groups=None,
-    segment_length=18.0,
-    tr=None,
-    estimator=None,
-    hyperalignment_params=None,
-    subject_labels=None,
-    train_runs=None,
-    test_runs=None,
-):
-    """Leave-one-subject-out classification: anatomical, hyperaligned, within-subject.
+def fit_alignment(train, alignment=None, hyperalignment_params=None):
+    """The fitted :class:`~mvpa_flows.core.alignment.model.AlignmentModel` of ``train``.
 
-    Parameters
-    ----------
-    train_datasets : list of (n_train_samples, n_voxels_i) arrays
-        Alignment data (same samples in the same order for every subject).
-    test_datasets : list of (n_test_samples_i, n_voxels_i) arrays
-        Test data of the same subjects and voxels, independent of the alignment data.
-        In segments mode every subject must have the same time points.
-    mode : {"segments", "conditions"}
-    test_labels : array or list of arrays, conditions mode
-        Condition label per test sample (one array for all subjects or one per subject).
-    test_groups : array or list of arrays, optional (conditions mode)
-        Group (run) per test sample for the within-subject leave-one-group-out
-        cross-validation; without it ``within_subject`` is NaN.
-    segment_length : float, default 18.0
-        Segment duration in seconds (segments mode; Haxby et al., 2011).
-    tr : float, segments mode
-        Repetition time in seconds.
-    estimator : scikit-learn classifier, default ``LinearSVC()``
-    hyperalignment_params : dict, optional
-        Parameters of :func:`mvpa_flows.core.alignment.hyperalignment.hyperalign`.
-    subject_labels : list of str, optional
-        Names for the rows (default "0", "1", ...).
-    train_runs, test_runs : sequence, optional
-        Run labels of the alignment and the test data; overlapping labels are refused.
-
-    Returns
-    -------
-    pandas.DataFrame, one row per left-out subject: ``subject``, ``anatomical``,
-    ``hyperaligned``, ``within_subject``, ``chance``, ``n_segments`` (segments mode) or
-    ``n_samples`` and ``n_classes`` (conditions mode). ``df.attrs`` records the mode,
-    parameters and notes.
+    ``alignment``: None (``Hyperalignment(**hyperalignment_params)``), an unfitted
+    estimator (cloned, then fitted once on ``train``), a fitted estimator (its
+    ``model_``) or an ``AlignmentModel`` (used as is).
     """
-    if mode not in ("segments", "conditions"):
-        raise InputValidationError(f"`mode` must be 'segments' or 'conditions'; got {mode!r}.")
+    from mvpa_flows.core.alignment.model import AlignmentModel
+
+    if isinstance(alignment, AlignmentModel):
+        return alignment
+    if alignment is None:
+        alignment = Hyperalignment(**dict(hyperalignment_params or {}))
+    elif hyperalignment_params:
+        raise InputValidationError(
+            "Pass either `alignment` (an estimator) or `hyperalignment_params`, not both; "
+            "set the parameters on the estimator."
+        )
+    if hasattr(alignment, "model_"):
+        return alignment.model_
+    if not hasattr(alignment, "fit"):
+        raise InputValidationError(
+            "`alignment` must be an alignment estimator (Hyperalignment(), "
+            f"SharedResponseModel()) or a fitted AlignmentModel; got {alignment!r}."
+        )
+    return clone(alignment).fit(train).model_
+
+
+class _Spec:
+    """The validated evaluation settings (everything checked before any fit)."""
+
+    def __init__(self, mode, test, test_labels, test_groups, segment_length, tr, estimator):
+        if mode not in ("segments", "conditions"):
+            raise InputValidationError(
+                f"Parameter 'mode' must be 'segments' or 'conditions'; got {mode!r}."
+            )
+        self.mode = mode
+        self.attrs = {"mode": mode}
+        if mode == "segments":
+            if len({X.shape[0] for X in test}) != 1:
+                raise InputValidationError(
+                    "In segments mode every subject's test data must have the same time "
+                    f"points; got {[X.shape[0] for X in test]} samples."
+                )
+            self.seg_len, self.n_seg = check_segments(tr, segment_length, test[0].shape[0])
+            self.attrs.update(
+                segment_length=segment_length,
+                tr=tr,
+                segment_volumes=self.seg_len,
+                n_segments=self.n_seg,
+                within_subject_note=WITHIN_SEGMENTS_NOTE,
+            )
+            return
+        self.labels = _labels_per_subject(test_labels, test, "test_labels")
+        if self.labels is None:
+            raise InputValidationError(
+                "`test_labels` (one condition label per test sample) is required in "
+                "conditions mode."
+            )
+        self.groups = _labels_per_subject(test_groups, test, "test_groups")
+        if estimator is None:
+            from sklearn.svm import LinearSVC
+
+            estimator = LinearSVC()
+        self.estimator = estimator
+        self.classes = np.unique(np.concatenate(self.labels))
+        if self.classes.size < 2:
+            raise InputValidationError(
+                f"`test_labels` must contain at least two conditions; got "
+                f"{self.classes.tolist()}."
+            )
+        self.attrs.update(
+            estimator=repr(estimator),
+            classes=[str(c) for c in self.classes],
+            within_subject_note=(
+                "leave-one-group-out cross-validation within the left-out subject's test data"
+                if self.groups is not None
+                else "no test_groups given: within_subject not computed (NaN)"
+            ),
+        )
+
+
+def score_aligned(aligned, anatomical, spec, subject_labels, evaluate=None, pool=None):
+    """Rows of the BSC table for the subjects in ``evaluate``, each against the subjects
+    of ``pool`` other than itself (default: every subject against all the others).
+
+    ``aligned``: every subject's test data in the common space; ``anatomical``: the same
+    in voxels (None when the voxel counts differ).
+    """
+    n = len(aligned)
+    evaluate = list(range(n)) if evaluate is None else list(evaluate)
+    pool = list(range(n)) if pool is None else list(pool)
+    rows = []
+    if spec.mode == "segments":
+        seg_h = [segment_patterns(X, spec.seg_len) for X in aligned]
+        seg_a = [segment_patterns(X, spec.seg_len) for X in anatomical] if anatomical else None
+        for s in evaluate:
+            others = [j for j in pool if j != s]
+            hyp = segment_classification_accuracy(seg_h[s], _mean([seg_h[j] for j in others]))
+            anat = (
+                segment_classification_accuracy(seg_a[s], _mean([seg_a[j] for j in others]))
+                if seg_a is not None
+                else np.nan
+            )
+            rows.append(
+                {
+                    "subject": subject_labels[s],
+                    "anatomical": anat,
+                    "hyperaligned": hyp,
+                    "within_subject": np.nan,
+                    "chance": 1.0 / spec.n_seg,
+                    "n_segments": spec.n_seg,
+                    "segment_volumes": spec.seg_len,
+                }
+            )
+        return rows
+    labels, groups = spec.labels, spec.groups
+    for s in evaluate:
+        others = [j for j in pool if j != s]
+        y_tr = np.concatenate([labels[j] for j in others])
+
+        def _score(data, s=s, others=others, y_tr=y_tr):
+            clf = clone(spec.estimator).fit(np.vstack([data[j] for j in others]), y_tr)
+            return float(np.mean(clf.predict(data[s]) == labels[s]))
+
+        within = np.nan
+        if groups is not None and np.unique(groups[s]).size > 1 and anatomical is not None:
+            from sklearn.model_selection import LeaveOneGroupOut, cross_val_score
+
+            within = float(
+                np.mean(
+                    cross_val_score(
+                        clone(spec.estimator),
+                        anatomical[s],
+                        labels[s],
+                        groups=groups[s],
+                        cv=LeaveOneGroupOut(),
+                    )
+                )
+            )
+        rows.append(
+            {
+                "subject": subject_labels[s],
+                "anatomical": _score(anatomical) if anatomical is not None else np.nan,
+                "hyperaligned": _score(aligned),
+                "within_subject": within,
+                "chance": 1.0 / spec.classes.size,
+                "n_samples": aligned[s].shape[0],
+                "n_classes": spec.classes.size,
+            }
+        )
+    return rows
+
+
+def _mean(arrays):
+    out = np.array(arrays[0], dtype=np.float64, copy=True)
+    for a in arrays[1:]:
+        out += a
+    return out / len(arrays)
+
+
+def _validate_inputs(train_datasets, test_datasets, subject_labels, train_runs, test_runs):
     # Circularity is checked on the raw inputs, before any conversion copies them.
     if not isinstance(test_datasets, (list, tuple)):
         raise InputValidationError(
@@ -224,129 +338,114 @@ def between_subject_classification(
         raise InputValidationError(
             f"`subject_labels` has {len(subject_labels)} names for {n} subjects."
         )
+    return train, test, list(subject_labels)
+
+
+def evaluate_alignment(
+    train_datasets,
+    test_datasets,
+    mode="segments",
+    test_labels=None,
+    test_groups=None,
+    segment_length=18.0,
+    tr=None,
+    estimator=None,
+    hyperalignment_params=None,
+    subject_labels=None,
+    train_runs=None,
+    test_runs=None,
+    alignment=None,
+):
+    """:func:`between_subject_classification` that also returns the fitted model:
+    ``(scores, model)``. Everything is validated before the (single) fit."""
+    train, test, subject_labels = _validate_inputs(
+        train_datasets, test_datasets, subject_labels, train_runs, test_runs
+    )
+    spec = _Spec(mode, test, test_labels, test_groups, segment_length, tr, estimator)
+    if alignment is None:
+        Hyperalignment(**dict(hyperalignment_params or {}))._validate(train)
+    model = fit_alignment(train, alignment, hyperalignment_params)
+    aligned = model.transform(test, name="test_datasets")
     same_voxels = len({X.shape[1] for X in test}) == 1
-
-    hp = dict(hyperalignment_params or {})
-    fit = hyperalign(train, **hp)
-    aligned = apply_transforms(fit["transforms"], test, fit["zscore_params"])
-
-    attrs = {
-        "mode": mode,
-        "hyperalignment_params": fit["params"],
-        "ref_ds": fit["ref_ds"],
-        "anatomical_defined": same_voxels,
-    }
-    rows = []
-    if mode == "segments":
-        if tr is None or not isinstance(tr, numbers.Real) or tr <= 0:
-            raise InputValidationError(
-                f"`tr` (repetition time in seconds) is required in segments mode and must "
-                f"be positive; got {tr!r}."
-            )
-        if len({X.shape[0] for X in test}) != 1:
-            raise InputValidationError(
-                "In segments mode every subject's test data must have the same time points; "
-                f"got {[X.shape[0] for X in test]} samples."
-            )
-        seg_len = int(round(segment_length / tr))
-        n_seg = test[0].shape[0] // max(seg_len, 1)
-        if seg_len < 1 or n_seg < 2:
-            raise InputValidationError(
-                f"`segment_length`={segment_length} s with `tr`={tr} s gives {seg_len} volumes "
-                f"per segment and {n_seg} segments of {test[0].shape[0]} volumes; need at "
-                "least 2 segments of at least 1 volume."
-            )
-        seg_h = [segment_patterns(X, seg_len) for X in aligned]
-        seg_a = [segment_patterns(X, seg_len) for X in test] if same_voxels else None
-        sum_h = np.sum(seg_h, axis=0)
-        sum_a = np.sum(seg_a, axis=0) if same_voxels else None
-        for s in range(n):
-            hyp = segment_classification_accuracy(seg_h[s], (sum_h - seg_h[s]) / (n - 1))
-            anat = (
-                segment_classification_accuracy(seg_a[s], (sum_a - seg_a[s]) / (n - 1))
-                if same_voxels
-                else np.nan
-            )
-            rows.append(
-                {
-                    "subject": subject_labels[s],
-                    "anatomical": anat,
-                    "hyperaligned": hyp,
-                    "within_subject": np.nan,
-                    "chance": 1.0 / n_seg,
-                    "n_segments": n_seg,
-                    "segment_volumes": seg_len,
-                }
-            )
-        attrs.update(
-            segment_length=segment_length,
-            tr=tr,
-            segment_volumes=seg_len,
-            n_segments=n_seg,
-            within_subject_note=WITHIN_SEGMENTS_NOTE,
-        )
-    else:
-        labels = _labels_per_subject(test_labels, test, "test_labels")
-        if labels is None:
-            raise InputValidationError(
-                "`test_labels` (one condition label per test sample) is required in "
-                "conditions mode."
-            )
-        groups = _labels_per_subject(test_groups, test, "test_groups")
-        if estimator is None:
-            from sklearn.svm import LinearSVC
-
-            estimator = LinearSVC()
-        classes = np.unique(np.concatenate(labels))
-        if classes.size < 2:
-            raise InputValidationError(
-                f"`test_labels` must contain at least two conditions; got {classes.tolist()}."
-            )
-        for s in range(n):
-            others = [i for i in range(n) if i != s]
-            y_tr = np.concatenate([labels[i] for i in others])
-
-            def _score(data, s=s, others=others, y_tr=y_tr):
-                clf = clone(estimator).fit(np.vstack([data[i] for i in others]), y_tr)
-                return float(np.mean(clf.predict(data[s]) == labels[s]))
-
-            hyp = _score(aligned)
-            anat = _score(test) if same_voxels else np.nan
-            within = np.nan
-            if groups is not None and np.unique(groups[s]).size > 1:
-                from sklearn.model_selection import LeaveOneGroupOut, cross_val_score
-
-                within = float(
-                    np.mean(
-                        cross_val_score(
-                            clone(estimator),
-                            test[s],
-                            labels[s],
-                            groups=groups[s],
-                            cv=LeaveOneGroupOut(),
-                        )
-                    )
-                )
-            rows.append(
-                {
-                    "subject": subject_labels[s],
-                    "anatomical": anat,
-                    "hyperaligned": hyp,
-                    "within_subject": within,
-                    "chance": 1.0 / classes.size,
-                    "n_samples": test[s].shape[0],
-                    "n_classes": classes.size,
-                }
-            )
-        attrs.update(
-            estimator=repr(estimator),
-            classes=[str(c) for c in classes],
-            within_subject_note=(
-                "leave-one-group-out cross-validation within the left-out subject's test data"
-                if groups is not None
-                else "no test_groups given: within_subject not computed (NaN)"
-            ),
-        )
+    rows = score_aligned(aligned, test if same_voxels else None, spec, subject_labels)
     df = pd.DataFrame(rows)
-    df.attrs.update(attrs)
+    df.attrs.update(spec.attrs)
+    df.attrs.update(
+        method=model.method,
+        hyperalignment_params=model.params,
+        ref_ds=model.info.get("ref_ds"),
+        anatomical_defined=same_voxels,
+    )
+    return df, model
+
+
+def between_subject_classification(
+    train_datasets,
+    test_datasets,
+    mode="segments",
+    test_labels=None,
+    test_groups=None,
+    segment_length=18.0,
+    tr=None,
+    estimator=None,
+    hyperalignment_params=None,
+    subject_labels=None,
+    train_runs=None,
+    test_runs=None,
+    alignment=None,
+):
+    """Leave-one-subject-out classification: anatomical, hyperaligned, within-subject.
+
+    Parameters
+    ----------
+    train_datasets : list of (n_train_samples, n_voxels_i) arrays
+        Alignment data (same samples in the same order for every subject).
+    test_datasets : list of (n_test_samples_i, n_voxels_i) arrays
+        Test data of the same subjects and voxels, independent of the alignment data.
+        In segments mode every subject must have the same time points.
+    mode : {"segments", "conditions"}
+    test_labels : array or list of arrays, conditions mode
+        Condition label per test sample (one array for all subjects or one per subject).
+    test_groups : array or list of arrays, optional (conditions mode)
+        Group (run) per test sample for the within-subject leave-one-group-out
+        cross-validation; without it ``within_subject`` is NaN.
+    segment_length : float, default 18.0
+        Segment duration in seconds (segments mode; Haxby et al., 2011).
+    tr : float, segments mode
+        Repetition time in seconds.
+    estimator : scikit-learn classifier, default ``LinearSVC()``
+    hyperalignment_params : dict, optional
+        Parameters of :class:`Hyperalignment` (when ``alignment`` is None).
+    subject_labels : list of str, optional
+        Names for the rows (default "0", "1", ...).
+    train_runs, test_runs : sequence, optional
+        Run labels of the alignment and the test data; overlapping labels are refused.
+    alignment : estimator or AlignmentModel, optional
+        The alignment method (default ``Hyperalignment(**hyperalignment_params)``): an
+        unfitted estimator is fitted once on ``train_datasets``; a fitted one (or its
+        ``model_``) is used as is.
+
+    Returns
+    -------
+    pandas.DataFrame, one row per left-out subject: ``subject``, ``anatomical``,
+    ``hyperaligned`` (in the fitted common space, whatever the method),
+    ``within_subject``, ``chance``, ``n_segments`` (segments mode) or ``n_samples`` and
+    ``n_classes`` (conditions mode). ``df.attrs`` records the mode, method, parameters
+    and notes.
+    """
+    df, _ = evaluate_alignment(
+        train_datasets,
+        test_datasets,
+        mode=mode,
+        test_labels=test_labels,
+        test_groups=test_groups,
+        segment_length=segment_length,
+        tr=tr,
+        estimator=estimator,
+        hyperalignment_params=hyperalignment_params,
+        subject_labels=subject_labels,
+        train_runs=train_runs,
+        test_runs=test_runs,
+        alignment=alignment,
+    )
     return df

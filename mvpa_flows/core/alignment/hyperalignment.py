@@ -37,8 +37,9 @@ import numbers
 import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 
-from mvpa_flows.core._parallel import resolve_n_jobs, thread_map
+from mvpa_flows.core._parallel import blas_limits, resolve_n_jobs, thread_map
 from mvpa_flows.core.alignment.procrustes import (
     ProcrustesMap,
     UnderdeterminedRotationWarning,
@@ -48,7 +49,14 @@ from mvpa_flows.core.alignment.procrustes import (
 )
 from mvpa_flows.core.errors import InputValidationError
 
-__all__ = ["DEFAULT_PARAMS", "hyperalign", "validate_datasets"]
+__all__ = [
+    "DEFAULT_PARAMS",
+    "Hyperalignment",
+    "fit_procrustes_map",
+    "hyperalign",
+    "pca_template",
+    "validate_datasets",
+]
 
 #: PyMVPA's defaults (alpha=1), under our names.
 DEFAULT_PARAMS = {
@@ -242,12 +250,20 @@ def hyperalign(datasets, n_jobs=1, **params):
         ``params``: the parameters used.
     """
     datasets = validate_datasets(datasets)
-    n = len(datasets)
-    p = _check_params(params, n)
+    p = _check_params(params, len(datasets))
     try:
         n_jobs = resolve_n_jobs(n_jobs)
     except ValueError as exc:
         raise InputValidationError(str(exc)) from None
+    # BLAS threads x n_jobs never exceed the cores (on a loaded machine, more BLAS
+    # threads than free cores spin instead of computing).
+    with blas_limits(n_jobs):
+        return _fit_levels(datasets, p, n_jobs)
+
+
+def _fit_levels(datasets, p, n_jobs, level3=True):
+    """PyMVPA's levels 1 and 2 (the template) and, with ``level3``, the final maps."""
+    n = len(datasets)
     nfeatures = [X.shape[1] for X in datasets]
     ref = int(np.argmax(nfeatures)) if p["ref_ds"] is None else int(p["ref_ds"])
     zscore_params = None
@@ -300,6 +316,14 @@ def hyperalign(datasets, n_jobs=1, **params):
     if p["zscore_common"]:
         common = zscore_columns(common, copy=False)
     template = common
+    if not level3:
+        return {
+            "template": template,
+            "ref_ds": ref,
+            "residuals": residuals,
+            "zscore_params": zscore_params,
+            "params": dict(p),
+        }
 
     # Level 3 --------------------------------------------------------------------------
     # Centring and Gram matrix of the template, shared by all level-3 fits (filled here
@@ -327,7 +351,7 @@ def hyperalign(datasets, n_jobs=1, **params):
             "that span are discarded. Use more training samples than voxels for full "
             "rotations.",
             UnderdeterminedRotationWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return {
         "template": template,
@@ -389,3 +413,247 @@ def inverse_transforms(transforms, datasets, zscore_params=None, name="datasets"
 
 
 __all__ += ["ProcrustesMap", "apply_transforms", "inverse_transforms"]
+
+
+# ------------------------------------------------------------------------- estimator
+
+
+def _fold_zscore(m, mean, std):
+    """``m`` fitted on z-scored data, as a map of the raw data (the z-scoring folded into
+    its offsets and per-voxel scale; constant voxels get scale 0, as PyMVPA's zscore)."""
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    const = std <= 100 * np.finfo(np.float64).eps * np.abs(mean)
+    inv = np.divide(1.0, std, out=np.zeros_like(std), where=(std > 0) & ~const)
+    source_mean = mean + np.where(inv > 0, m.source_mean * std, 0.0)
+    left, right = m.factors
+    kw = {"dense": left} if right is None else {"left": left, "right": right}
+    return type(m)(
+        m.scale,
+        source_mean,
+        m.target_mean,
+        rank=m.rank,
+        params=m.params,
+        source_scale=inv,
+        info=m.info,
+        **kw,
+    )
+
+
+def fit_procrustes_map(X, template, params):
+    """Procrustes map of one subject's training data ``X`` onto a fitted ``template``
+    (hyperalignment's level 3, for a subject that was not part of the fit)."""
+    p = {**DEFAULT_PARAMS, **{k: v for k, v in params.items() if k in DEFAULT_PARAMS}}
+    X = np.asarray(X, dtype=np.float64)
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    Xz = zscore_columns(X) if p["zscore_all"] else X
+    map_params = {k: p[k] for k in ("scaling", "reflection", "demean")}
+    sol = _Subject(Xz, p["demean"]).solve(np.asarray(template, dtype=np.float64), p)
+    m = sol.to_map(params=map_params)
+    return _fold_zscore(m, mean, std) if p["zscore_all"] else m
+
+
+def pca_template(datasets, n_components=None):
+    """PCA template: the leading principal components of the subjects' centred data
+    concatenated over voxels, scaled by ``1 / sqrt(n_subjects)`` (hyperalignment 0.1.1's
+    ``compute_template(kind="pca")`` with centring)."""
+    X = np.hstack([D - D.mean(axis=0) for D in datasets])
+    U, s, _ = np.linalg.svd(X, full_matrices=False)
+    rank = int(np.sum(s > s[0] * max(X.shape) * np.finfo(np.float64).eps))
+    k = rank if n_components is None else min(int(n_components), rank)
+    return U[:, :k] * (s[:k] / np.sqrt(len(datasets)))
+
+
+_METHODS = ("procrustes", "ridge")
+_TEMPLATES = ("procrustes", "pca")
+
+
+class Hyperalignment(TransformerMixin, BaseEstimator):
+    """Hyperalignment of several subjects into a common space (Haxby et al., 2011).
+
+    ``method="procrustes"`` is PyMVPA's three-level algorithm with its defaults (same
+    template and maps, see the module docstring); ``method="ridge"`` maps every subject
+    onto the template with ridge regression instead of a rotation, its penalty chosen
+    per subject by cross-validation over contiguous blocks of the training samples.
+
+    Parameters
+    ----------
+    method : {"procrustes", "ridge"}, default "procrustes"
+    ref_ds, level2_n_iter, zscore_all, zscore_common, level1_equal_weight, scaling,
+    reflection, demean
+        PyMVPA's parameters of the Procrustes template and maps (see :func:`hyperalign`).
+    template : {"procrustes", "pca"}, default "procrustes"
+        Ridge only: the common space is PyMVPA's Procrustes template (levels 1 and 2) or
+        the principal components of the concatenated subjects (:func:`pca_template`).
+    alphas : sequence of float or None, default None
+        Ridge only: candidate penalties
+        (:data:`mvpa_flows.core.alignment.ridge.DEFAULT_ALPHAS`).
+    cv_blocks : int, default 5
+        Ridge only: contiguous blocks of the training samples for choosing the penalty
+        (at least 3).
+    n_jobs : int, default 1
+        Threads for the independent fits; BLAS threads are limited so that n_jobs x BLAS
+        threads never exceed the cores. Does not change the result.
+
+    Attributes
+    ----------
+    model_ : AlignmentModel
+        The fitted model (template, maps, parameters, fit details): what evaluation, new
+        subjects and files use.
+    transforms_ : list of LinearMap
+        One map per subject (``ProcrustesMap`` or ``RidgeMap``); ``np.asarray(t)`` is the
+        dense (n_voxels_i, n_components) linear part, ``t.transform(X)`` includes the
+        offsets (and the z-scoring of ``zscore_all``).
+    template_ : ndarray (n_samples, n_components)
+        The common space over the training samples.
+    ref_ds_ : int or None
+        Level-1 reference subject (None for a PCA template).
+    residuals_ : ndarray (level2_n_iter + 1, n_subjects) or None
+        PyMVPA's ``training_residual_errors`` of the Procrustes template.
+    alphas_ : list of float
+        Ridge only: the penalty chosen for each subject.
+    n_subjects_ : int
+    n_features_in_ : int
+        Voxels per subject when every subject has the same number (scikit-learn's
+        meaning); absent otherwise.
+    n_features_per_subject_ : list of int
+    """
+
+    def __init__(
+        self,
+        method="procrustes",
+        ref_ds=None,
+        level2_n_iter=1,
+        zscore_all=False,
+        zscore_common=True,
+        level1_equal_weight=False,
+        scaling=True,
+        reflection=True,
+        demean=True,
+        template="procrustes",
+        alphas=None,
+        cv_blocks=5,
+        n_jobs=1,
+    ):
+        self.method = method
+        self.ref_ds = ref_ds
+        self.level2_n_iter = level2_n_iter
+        self.zscore_all = zscore_all
+        self.zscore_common = zscore_common
+        self.level1_equal_weight = level1_equal_weight
+        self.scaling = scaling
+        self.reflection = reflection
+        self.demean = demean
+        self.template = template
+        self.alphas = alphas
+        self.cv_blocks = cv_blocks
+        self.n_jobs = n_jobs
+
+    def _validate(self, datasets):
+        """Every check before any heavy work; returns (datasets, PyMVPA params, n_jobs)."""
+        from mvpa_flows.core.alignment.ridge import check_alphas, contiguous_blocks
+
+        if self.method not in _METHODS:
+            raise InputValidationError(
+                f"Parameter 'method' must be one of {list(_METHODS)}; got {self.method!r}. "
+                "For a shared response model use SharedResponseModel."
+            )
+        datasets = validate_datasets(datasets)
+        p = _check_params({k: getattr(self, k) for k in DEFAULT_PARAMS}, len(datasets))
+        try:
+            n_jobs = resolve_n_jobs(self.n_jobs)
+        except ValueError as exc:
+            raise InputValidationError(str(exc)) from None
+        if self.method == "ridge":
+            if self.template not in _TEMPLATES:
+                raise InputValidationError(
+                    f"Parameter 'template' must be one of {list(_TEMPLATES)}; got "
+                    f"{self.template!r}."
+                )
+            check_alphas(self.alphas)
+            contiguous_blocks(datasets[0].shape[0], self.cv_blocks)
+        return datasets, p, n_jobs
+
+    def fit(self, datasets, y=None):
+        """Fit on a list of (n_samples, n_voxels_i) arrays (same samples, same order)."""
+        from mvpa_flows.core.alignment.model import AlignmentModel
+        from mvpa_flows.core.alignment.srm import _set_feature_counts
+
+        datasets, p, n_jobs = self._validate(datasets)
+        info = {}
+        with blas_limits(n_jobs):
+            if self.method == "procrustes":
+                res = _fit_levels(datasets, p, n_jobs)
+                maps = res["transforms"]
+                if p["zscore_all"]:
+                    zp = res["zscore_params"]
+                    maps = [_fold_zscore(m, *z) for m, z in zip(maps, zp, strict=True)]
+                info["underdetermined"] = res["underdetermined"]
+                self.underdetermined_ = res["underdetermined"]
+            else:
+                maps, res = self._fit_ridge(datasets, p, n_jobs)
+                self.alphas_ = [m.info["alpha"] for m in maps]
+                info["alphas"] = self.alphas_
+        self.template_ = res["template"]
+        self.ref_ds_ = res["ref_ds"]
+        self.residuals_ = res["residuals"]
+        self.zscore_params_ = res["zscore_params"]
+        info.update(ref_ds=res["ref_ds"], residuals=res["residuals"])
+        self.model_ = AlignmentModel(
+            self.method, self.template_, maps, params=self.get_params(), info=info
+        )
+        self.transforms_ = maps
+        self.n_subjects_ = len(maps)
+        _set_feature_counts(self, maps)
+        return self
+
+    def _fit_ridge(self, datasets, p, n_jobs):
+        from mvpa_flows.core.alignment.ridge import ridge_map
+
+        if self.template == "pca":
+            width = max(X.shape[1] for X in datasets)
+            res = {
+                "template": pca_template(datasets, width),
+                "ref_ds": None,
+                "residuals": None,
+                "zscore_params": None,
+            }
+        else:
+            res = _fit_levels(datasets, p, n_jobs, level3=False)
+        template = res["template"]
+        params = {"method": "ridge", "template": self.template}
+        maps = thread_map(
+            lambda X: ridge_map(X, template, self.alphas, self.cv_blocks, params),
+            datasets,
+            n_jobs,
+        )
+        return maps, res
+
+    def _model(self):
+        from mvpa_flows.core.alignment.srm import _fitted_model
+
+        return _fitted_model(self)
+
+    def transform(self, datasets):
+        """Map each subject's data (any number of samples) into the common space."""
+        return self._model().transform(datasets)
+
+    def inverse_transform(self, datasets):
+        """Map common-space data (one array per subject) back to each subject's voxels."""
+        return self._model().inverse_transform(datasets)
+
+    def fit_subject(self, X):
+        """Map a new subject into the fitted (unchanged) common space.
+
+        Parameters
+        ----------
+        X : array (n_samples, n_voxels)
+            The new subject's data on the training samples (same stimulus, same length).
+
+        Returns
+        -------
+        LinearMap
+            The subject's map (``transform(X_test)`` puts new data in the common space),
+            fitted as the model's own subjects were fitted to the final template.
+        """
+        return self._model().fit_subject(X)

@@ -16,9 +16,10 @@ people's brains decodes a left-out person. Three numbers per left-out subject:
 The alignment (any estimator with ``fit``/``model_``: :class:`Hyperalignment` with
 Procrustes or ridge maps, :class:`SharedResponseModel`) is estimated once on every
 subject's training data, the left-out subject included (as in Haxby et al., 2011, and the
-PyMVPA tutorial); this is not circular because the training data share no samples with the test data. The function
-refuses test arrays that are the training arrays (same object, shared memory or
-identical values) and overlapping ``train_runs``/``test_runs`` labels.
+PyMVPA tutorial); this is not circular because the training data share no samples with
+the test data. The function refuses test arrays that are the training arrays (same
+object, shared memory or identical values) and overlapping ``train_runs``/``test_runs``
+labels.
 
 Modes
 -----

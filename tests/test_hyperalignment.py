@@ -206,7 +206,7 @@ def test_bad_input():
     with pytest.raises(InputValidationError, match="list"):
         hyperalign(dss[0])
     ha = Hyperalignment().fit(dss)
-    with pytest.raises(InputValidationError, match="transforms"):
+    with pytest.raises(InputValidationError, match="one array per fitted subject"):
         ha.transform(dss[:2])
     with pytest.raises(InputValidationError, match="n_samples, 20"):
         ha.transform([d[:, :10] for d in dss])

@@ -143,10 +143,10 @@ class AlignmentModel:
 
     def inverse_transform(self, datasets, name="datasets"):
         """Map common-space data (one array per subject) back into each subject's voxels."""
-        data = self._per_subject(datasets, name)
+        data = self._per_subject(datasets, name, inverse=True)
         return [m.inverse_transform(Y) for m, Y in zip(self.maps, data, strict=True)]
 
-    def _per_subject(self, datasets, name):
+    def _per_subject(self, datasets, name, inverse=False):
         if isinstance(datasets, np.ndarray) and datasets.ndim == 3:
             datasets = list(datasets)
         if not isinstance(datasets, (list, tuple)) or len(datasets) != self.n_subjects:
@@ -158,10 +158,16 @@ class AlignmentModel:
             )
         for i, (m, X) in enumerate(zip(self.maps, datasets, strict=True)):
             X = np.asarray(X)
-            if X.ndim != 2 or X.shape[1] != m.shape[0]:
+            width = m.shape[1] if inverse else m.shape[0]
+            if X.ndim != 2 or X.shape[1] != width:
+                what = (
+                    "the common space"
+                    if inverse
+                    else f"the training data of subject {self.subjects[i]}"
+                )
                 raise InputValidationError(
-                    f"`{name}[{i}]` must be (n_samples, {m.shape[0]}) like the training data "
-                    f"of subject {self.subjects[i]}; got shape {X.shape}."
+                    f"`{name}[{i}]` must be (n_samples, {width}) like {what}; got shape "
+                    f"{X.shape}."
                 )
         return datasets
 

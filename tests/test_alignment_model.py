@@ -226,3 +226,19 @@ def test_run_checks():
         check_segments(2.0, -1.0, 100)
     with pytest.raises(InputValidationError, match="2 segments"):
         check_segments(2.0, 150.0, 100)
+
+
+def test_fit_blas_threads_limit_and_never_raise(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    from mvpa_flows.core import _parallel
+
+    monkeypatch.setattr(_parallel, "available_cores", lambda: 2)
+    monkeypatch.setattr(_parallel, "_other_runnable", lambda: 0)
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert _parallel.fit_blas_threads(1) == 1  # OMP_NUM_THREADS=1 stays 1
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert _parallel.fit_blas_threads(1) == 2
+        assert _parallel.fit_blas_threads(2) == 1  # n_jobs x threads <= cores
+        monkeypatch.setattr(_parallel, "_other_runnable", lambda: 4)
+        assert _parallel.fit_blas_threads(1) == 1  # 4 busy processes: no spare core

@@ -22,7 +22,10 @@ from mvpa_flows.hyperalignment import SharedResponseModel
 def _initial_w(data, k, seed):
     master = np.random.RandomState(seed)
     states = [np.random.RandomState(master.randint(2**32)) for _ in data]
-    return [np.linalg.qr(st.random_sample((x.shape[0], k)))[0] for st, x in zip(states, data)]
+    return [
+        np.linalg.qr(st.random_sample((x.shape[0], k)))[0]
+        for st, x in zip(states, data, strict=True)
+    ]
 
 
 def _svd_basis(a):
@@ -35,10 +38,10 @@ def _svd_basis(a):
 def reference_det_srm(data, k, n_iter, seed):
     x = [d - d.mean(axis=1, keepdims=True) for d in data]
     w = _initial_w(x, k, seed)
-    s = sum(wi.T @ xi for wi, xi in zip(w, x)) / len(x)
+    s = sum(wi.T @ xi for wi, xi in zip(w, x, strict=True)) / len(x)
     for _ in range(n_iter):
         w = [_svd_basis(xi @ s.T) for xi in x]
-        s = sum(wi.T @ xi for wi, xi in zip(w, x)) / len(x)
+        s = sum(wi.T @ xi for wi, xi in zip(w, x, strict=True)) / len(x)
     return w, s
 
 
@@ -55,7 +58,7 @@ def reference_prob_srm(data, k, n_iter, seed):
         rho0 = np.sum(1 / rho2)
         inv_sigma_s = np.linalg.inv(sigma_s)
         inv_sigma_s_rhos = np.linalg.inv(inv_sigma_s + rho0 * np.eye(k))
-        wt_invpsi_x = sum(wi.T @ xi / r for wi, xi, r in zip(w, x, rho2))
+        wt_invpsi_x = sum(wi.T @ xi / r for wi, xi, r in zip(w, x, rho2, strict=True))
         s = sigma_s @ (np.eye(k) - rho0 * inv_sigma_s_rhos) @ wt_invpsi_x
         sigma_s = inv_sigma_s_rhos + s @ s.T / n
         trace_sigma_s = n * np.trace(sigma_s)
@@ -114,7 +117,9 @@ def test_recovers_the_shared_response_and_maps_new_subjects():
     r = np.corrcoef(m.transform(dss[3]).ravel(), srm.shared_response_.ravel())[0, 1]
     assert r > 0.9
     back = srm.inverse_transform(srm.transform(dss[:3]))
-    assert all(np.corrcoef(b.ravel(), d.ravel())[0, 1] > 0.9 for b, d in zip(back, dss[:3]))
+    assert all(
+        np.corrcoef(b.ravel(), d.ravel())[0, 1] > 0.9 for b, d in zip(back, dss[:3], strict=True)
+    )
 
 
 def test_estimator_conventions_and_errors():
@@ -137,7 +142,7 @@ def test_estimator_conventions_and_errors():
         SharedResponseModel(10).fit(small)
     with pytest.raises(InputValidationError, match="method"):
         SharedResponseModel(4, method="bayesian").fit(dss)
-    with pytest.raises(InputValidationError, match="80 training samples but the model was fitted on 90"):
+    with pytest.raises(InputValidationError, match="80 training samples but the model .* on 90"):
         srm.fit_subject(dss[0][:80])
     with pytest.raises(InputValidationError, match="20 voxels but the model's subjects have 30"):
         srm.fit_subject(dss[0][:, :20])

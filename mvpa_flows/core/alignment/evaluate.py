@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from mvpa_flows.core.alignment.bsc import _Spec, evaluate_alignment, score_aligned
+from mvpa_flows.core.alignment.hyperalignment import DEFAULT_PARAMS
 from mvpa_flows.core.errors import InputValidationError
 
 __all__ = ["evaluate_new_subjects", "hyperalign_and_evaluate", "save_template"]
@@ -81,7 +82,11 @@ def hyperalign_and_evaluate(
         "template": model.template,
         "transforms": model.maps,
         "ref_ds": model.info.get("ref_ds"),
-        "params": {k: v for k, v in model.params.items() if k != "n_jobs"},
+        "params": (
+            {k: model.params[k] for k in DEFAULT_PARAMS}
+            if model.method == "procrustes"
+            else {k: v for k, v in model.params.items() if k != "n_jobs"}
+        ),
         "method": model.method,
     }
     return {"fit": fit, "model": model, "scores": scores}

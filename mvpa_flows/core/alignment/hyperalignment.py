@@ -39,7 +39,7 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from mvpa_flows.core._parallel import blas_limits, resolve_n_jobs, thread_map
+from mvpa_flows.core._parallel import fit_blas_limits, resolve_n_jobs, thread_map
 from mvpa_flows.core.alignment.procrustes import (
     ProcrustesMap,
     UnderdeterminedRotationWarning,
@@ -257,7 +257,7 @@ def hyperalign(datasets, n_jobs=1, **params):
         raise InputValidationError(str(exc)) from None
     # BLAS threads x n_jobs never exceed the cores (on a loaded machine, more BLAS
     # threads than free cores spin instead of computing).
-    with blas_limits(n_jobs):
+    with fit_blas_limits(n_jobs):
         return _fit_levels(datasets, p, n_jobs)
 
 
@@ -581,7 +581,7 @@ class Hyperalignment(TransformerMixin, BaseEstimator):
 
         datasets, p, n_jobs = self._validate(datasets)
         info = {}
-        with blas_limits(n_jobs):
+        with fit_blas_limits(n_jobs):
             if self.method == "procrustes":
                 res = _fit_levels(datasets, p, n_jobs)
                 maps = res["transforms"]

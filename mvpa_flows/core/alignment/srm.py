@@ -34,7 +34,7 @@ import numpy as np
 from scipy import linalg
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from mvpa_flows.core._parallel import blas_limits, resolve_n_jobs, thread_map
+from mvpa_flows.core._parallel import fit_blas_limits, resolve_n_jobs, thread_map
 from mvpa_flows.core.alignment.hyperalignment import validate_datasets
 from mvpa_flows.core.alignment.maps import SRMMap
 from mvpa_flows.core.alignment.procrustes import _polar
@@ -176,7 +176,7 @@ def shared_response_model(
     means = [X.mean(axis=0) for X in datasets]
     X0s = [X - m for X, m in zip(datasets, means, strict=True)]
     fit = _deterministic if method == "deterministic" else _probabilistic
-    with blas_limits(n_jobs):
+    with fit_blas_limits(n_jobs):
         W, S, extra = fit(X0s, int(n_components), int(n_iter), random_state, n_jobs)
     params = {"method": method, "n_components": int(n_components)}
     maps = [

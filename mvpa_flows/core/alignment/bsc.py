@@ -215,8 +215,7 @@ class _Spec:
         self.classes = np.unique(np.concatenate(self.labels))
         if self.classes.size < 2:
             raise InputValidationError(
-                f"`test_labels` must contain at least two conditions; got "
-                f"{self.classes.tolist()}."
+                f"`test_labels` must contain at least two conditions; got {self.classes.tolist()}."
             )
         self.attrs.update(
             estimator=repr(estimator),

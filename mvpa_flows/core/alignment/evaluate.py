@@ -138,9 +138,11 @@ def evaluate_new_subjects(
             f"({len(new_test)}) must hold the same, at least one, new subjects."
         )
     model_test = [np.asarray(X, dtype=np.float64) for X in model_test_datasets]
-    labels = list(new_subjects) if new_subjects is not None else [
-        f"new{i}" for i in range(len(new_train))
-    ]
+    labels = (
+        list(new_subjects)
+        if new_subjects is not None
+        else [f"new{i}" for i in range(len(new_train))]
+    )
     for i, X in enumerate(new_train):
         model.check_new_subject(X, name=f"new_train_datasets[{i}]")
     aligned_model = model.transform(model_test, name="model_test_datasets")

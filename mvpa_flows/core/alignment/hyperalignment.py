@@ -364,55 +364,7 @@ def _fit_levels(datasets, p, n_jobs, level3=True):
     }
 
 
-def _zscore_with(X, mean, std):
-    X = X - mean
-    nz = std > 0
-    X[:, nz] /= std[nz]
-    return X
-
-
-def apply_transforms(transforms, datasets, zscore_params=None, name="datasets"):
-    """Map each subject's (n_i, n_voxels_i) data into the common space.
-
-    ``zscore_params``: per subject ``(mean, std)`` of the training data (``zscore_all``),
-    applied first, as PyMVPA's chained ``ZScoreMapper``.
-    """
-    if len(transforms) != len(datasets):
-        raise InputValidationError(
-            f"`{name}` has {len(datasets)} subjects but {len(transforms)} transforms were "
-            "fitted; pass the subjects in the order used in fit."
-        )
-    out = []
-    for i, (m, X) in enumerate(zip(transforms, datasets, strict=True)):
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != m.shape[0]:
-            raise InputValidationError(
-                f"`{name}[{i}]` must be (n_samples, {m.shape[0]}) like the training data of "
-                f"subject {i}; got shape {X.shape}."
-            )
-        if zscore_params is not None:
-            X = _zscore_with(X, *zscore_params[i])
-        out.append(m.transform(X))
-    return out
-
-
-def inverse_transforms(transforms, datasets, zscore_params=None, name="datasets"):
-    """Map common-space data back into each subject's voxels (undoing ``zscore_all``)."""
-    if len(transforms) != len(datasets):
-        raise InputValidationError(
-            f"`{name}` has {len(datasets)} entries but {len(transforms)} transforms were fitted."
-        )
-    out = []
-    for i, (m, Y) in enumerate(zip(transforms, datasets, strict=True)):
-        X = m.inverse_transform(np.asarray(Y, dtype=np.float64))
-        if zscore_params is not None:
-            mean, std = zscore_params[i]
-            X = X * np.where(std > 0, std, 1.0) + mean
-        out.append(X)
-    return out
-
-
-__all__ += ["ProcrustesMap", "apply_transforms", "inverse_transforms"]
+__all__ += ["ProcrustesMap"]
 
 
 # ------------------------------------------------------------------------- estimator

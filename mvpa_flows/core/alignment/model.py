@@ -166,8 +166,7 @@ class AlignmentModel:
                     else f"the training data of subject {self.subjects[i]}"
                 )
                 raise InputValidationError(
-                    f"`{name}[{i}]` must be (n_samples, {width}) like {what}; got shape "
-                    f"{X.shape}."
+                    f"`{name}[{i}]` must be (n_samples, {width}) like {what}; got shape {X.shape}."
                 )
         return datasets
 
@@ -233,9 +232,7 @@ class AlignmentModel:
 
         mean = X.mean(axis=0)
         W = srm_basis(X - mean, self.template)
-        return SRMMap(
-            1.0, mean, np.zeros(self.n_components), dense=W, params={"method": "srm"}
-        )
+        return SRMMap(1.0, mean, np.zeros(self.n_components), dense=W, params={"method": "srm"})
 
     # -- files ---------------------------------------------------------------------
     def save(self, path, compression="gzip"):

@@ -55,11 +55,7 @@ def contiguous_blocks(n_samples, cv_blocks):
     InputValidationError
         Fewer than 3 blocks, or blocks of fewer than 2 samples.
     """
-    if (
-        not isinstance(cv_blocks, numbers.Integral)
-        or isinstance(cv_blocks, bool)
-        or cv_blocks < 3
-    ):
+    if not isinstance(cv_blocks, numbers.Integral) or isinstance(cv_blocks, bool) or cv_blocks < 3:
         raise InputValidationError(
             f"Parameter 'cv_blocks' must be an integer >= 3 (contiguous blocks of the "
             f"training samples for choosing the ridge penalty); got {cv_blocks!r}. Pass "

@@ -226,6 +226,7 @@ def _new_subject_accuracy(estimator, train, test):
 
 OURS = {
     "procrustes": ("Procrustes, 3 levels (default)", lambda: Hyperalignment()),
+    "procrustes-n2": ("Procrustes, 3 levels, n_jobs=2", lambda: Hyperalignment(n_jobs=2)),
     "ridge": ("ridge, Procrustes template", lambda: Hyperalignment(method="ridge")),
     "ridge-pca": (
         "ridge, PCA template",
@@ -391,7 +392,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--n-jobs", type=int, default=1, help="our n_jobs (synthetic cases)")
     ap.add_argument("--peers", default=os.environ.get("MVPA_FLOWS_PEERS", "/work/peers"))
-    ap.add_argument("--ours", default=",".join(OURS))
+    ap.add_argument("--ours", default=",".join(k for k in OURS if k != "procrustes-n2"))
     ap.add_argument("--peer-methods", default=",".join(PEERS))
     ap.add_argument(
         "--no-new-subjects",

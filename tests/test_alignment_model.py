@@ -165,7 +165,6 @@ def test_hyperalign_and_evaluate_fits_once_and_validates_first(monkeypatch):
     assert evaluate_module.__all__ == [
         "evaluate_new_subjects",
         "hyperalign_and_evaluate",
-        "save_template",
     ]
 
 

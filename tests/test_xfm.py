@@ -66,7 +66,7 @@ def test_errors(tmp_path):
     _, m = _map()
     with pytest.raises(InputValidationError, match=".h5"):
         save_transform(tmp_path / "x.mat", m)
-    with pytest.raises(InputValidationError, match="ProcrustesMap"):
+    with pytest.raises(InputValidationError, match="ProcrustesMap, RidgeMap or SRMMap"):
         save_transform(tmp_path / "x.h5", np.eye(3))
     with pytest.raises(InputValidationError, match="voxel_indices"):
         save_transform(tmp_path / "x.h5", m, voxel_indices=np.arange(3))

@@ -9,7 +9,17 @@ from mvpa_flows.core.alignment.bsc import _Spec, evaluate_alignment, score_align
 from mvpa_flows.core.alignment.hyperalignment import DEFAULT_PARAMS
 from mvpa_flows.core.errors import InputValidationError
 
-__all__ = ["evaluate_new_subjects", "hyperalign_and_evaluate", "save_template"]
+__all__ = [
+    "ALIGNMENT_METHODS",
+    "alignment_estimator",
+    "alignment_parameters",
+    "check_alignment",
+    "evaluate_new_subjects",
+    "hyperalign_and_evaluate",
+]
+
+#: The alignment methods, by name: Procrustes and ridge hyperalignment, shared response.
+ALIGNMENT_METHODS = ("procrustes", "ridge", "srm")
 
 
 def hyperalign_and_evaluate(
@@ -172,18 +182,87 @@ def evaluate_new_subjects(
     return {"maps": maps, "scores": scores}
 
 
-def save_template(path, template, voxel_indices=None, params=None):
-    """Write the common model (samples x model dimensions) to HDF5, atomically."""
-    import h5py
+def alignment_estimator(method="procrustes", **params):
+    """The unfitted estimator of an alignment ``method`` with ``params``.
 
-    from mvpa_flows.core.io import atomic_path
+    Parameters
+    ----------
+    method : {"procrustes", "ridge", "srm"}
+        :class:`~mvpa_flows.core.alignment.hyperalignment.Hyperalignment` with
+        ``method="procrustes"`` or ``"ridge"``, or
+        :class:`~mvpa_flows.core.alignment.srm.SharedResponseModel`.
+    **params
+        The estimator's parameters (``alphas``, ``cv_blocks``, ``template`` for ridge;
+        ``n_components``, ``method``, ``n_iter``, ``random_state`` for SRM, where
+        ``srm_method`` is accepted for ``method``).
+    """
+    from mvpa_flows.core.alignment.hyperalignment import Hyperalignment
+    from mvpa_flows.core.alignment.srm import SharedResponseModel
 
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
-            handle.create_dataset("template", data=np.asarray(template), compression="gzip")
-            if voxel_indices is not None:
-                handle.create_dataset("voxel_indices", data=np.asarray(voxel_indices))
-            handle.attrs["format"] = "mvpa_flows-hyperalignment-model"
-            for key, value in (params or {}).items():
-                handle.attrs[key] = value if value is not None else "None"
-    return path
+    if method not in ALIGNMENT_METHODS:
+        raise InputValidationError(
+            f"Parameter 'method' must be one of {list(ALIGNMENT_METHODS)}; got {method!r}."
+        )
+    params = dict(params)
+    if method == "srm":
+        if "srm_method" in params:
+            params["method"] = params.pop("srm_method")
+        cls = SharedResponseModel
+    else:
+        params["method"] = method
+        cls = Hyperalignment
+    valid = cls().get_params()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise InputValidationError(
+            f"Unknown parameter(s) {unknown} for alignment method {method!r}; valid names "
+            f"are {sorted(valid)}."
+        )
+    return cls(**params)
+
+
+def alignment_parameters(estimator):
+    """The parameters that decide an alignment estimator's result, defaults filled in
+    (for sidecars and methods text; ``n_jobs`` left out)."""
+    from mvpa_flows.core.alignment.ridge import check_alphas
+
+    params = {k: v for k, v in estimator.get_params().items() if k != "n_jobs"}
+    if type(estimator).__name__ == "SharedResponseModel":
+        return params
+    if params["method"] == "ridge":
+        params["alphas"] = check_alphas(params["alphas"]).tolist()
+        keep = ("method", "template", "alphas", "cv_blocks")
+        if params["template"] == "procrustes":
+            keep += tuple(DEFAULT_PARAMS)
+        return {k: params[k] for k in keep}
+    return {k: params[k] for k in ("method", *DEFAULT_PARAMS)}
+
+
+def check_alignment(estimator, n_samples, n_voxels):
+    """Refuse, before any data are loaded, parameters that the data cannot support.
+
+    Parameters
+    ----------
+    estimator : Hyperalignment or SharedResponseModel
+    n_samples : int
+        Training samples (time points) per subject.
+    n_voxels : int or list of int
+        Voxels per subject (the ROI size).
+
+    Raises
+    ------
+    InputValidationError
+        SRM with more components than samples or voxels; ridge with fewer than 3
+        contiguous training blocks (or blocks of fewer than 2 samples); bad penalties.
+    """
+    from mvpa_flows.core.alignment.ridge import check_alphas, contiguous_blocks
+    from mvpa_flows.core.alignment.srm import _check_components
+
+    voxels = [int(n_voxels)] if np.ndim(n_voxels) == 0 else [int(v) for v in n_voxels]
+    if type(estimator).__name__ == "SharedResponseModel":
+        _check_components(estimator.n_components, int(n_samples), voxels)
+        return estimator
+    if estimator.method == "ridge":
+        check_alphas(estimator.alphas)
+        contiguous_blocks(int(n_samples), estimator.cv_blocks)
+    return estimator

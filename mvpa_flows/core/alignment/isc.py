@@ -10,11 +10,14 @@ raises the correlation (:func:`isc_before_after`).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
+from mvpa_flows.core.alignment.maps import RidgeMap
 from mvpa_flows.core.errors import InputValidationError
 
-__all__ = ["isc", "isc_before_after"]
+__all__ = ["isc", "isc_before_after", "isc_maps", "isc_subject_space", "mean_isc"]
 
 
 def _stack(datasets, name):
@@ -105,3 +108,101 @@ def isc_before_after(model, test_datasets):
         "anatomical": isc(test_datasets) if same else None,
         "aligned": isc(aligned),
     }
+
+
+def mean_isc(r):
+    """Group ISC of every column: Fisher z averaged over subjects, back to r.
+
+    Parameters
+    ----------
+    r : ndarray (n_subjects, n_voxels)
+        Leave-one-out correlations (:func:`isc`); NaN entries are left out.
+
+    Returns
+    -------
+    ndarray (n_voxels,)
+        ``tanh(nanmean(arctanh(r)))``; NaN where every subject is NaN.
+    """
+    r = np.clip(np.asarray(r, dtype=np.float64), -1 + 1e-12, 1 - 1e-12)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        return np.tanh(np.nanmean(np.arctanh(r), axis=0))
+
+
+def isc_subject_space(test_datasets, aligned, maps):
+    """Leave-one-out ISC after alignment, in each subject's own voxels.
+
+    The mean of the other subjects' aligned test data is mapped back into subject
+    ``s``'s voxels with the inverse of its map and correlated, voxel by voxel, with
+    ``s``'s test data.
+
+    Parameters
+    ----------
+    test_datasets : list of (n_samples, n_voxels_i) arrays
+    aligned : list of (n_samples, n_components) arrays
+        The same test data in the common space.
+    maps : list of LinearMap
+        Each subject's map (with ``inverse_transform``).
+
+    Returns
+    -------
+    list of ndarray (n_voxels_i,)
+    """
+    total = np.sum([np.asarray(a, dtype=np.float64) for a in aligned], axis=0)
+    n = len(aligned)
+    out = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for X, A, m in zip(test_datasets, aligned, maps, strict=True):
+            others = m.inverse_transform((total - A) / (n - 1))
+            a, na = _standardize(np.asarray(X, dtype=np.float64))
+            b, nb = _standardize(others)
+            r = np.einsum("ij,ij->j", a, b) / (na * nb)
+            r[(na == 0) | (nb == 0)] = np.nan
+            out.append(r)
+    return out
+
+
+def common_space_is_voxels(model):
+    """Whether the dimensions of ``model``'s common space are voxels of the ROI.
+
+    PyMVPA's Procrustes template lives in the reference subject's voxels (ridge maps onto
+    it keep them); a PCA template or a shared response has components instead.
+    """
+    if model.method == "procrustes":
+        return True
+    return model.method == "ridge" and model.params.get("template", "procrustes") == "procrustes"
+
+
+def isc_maps(model, test_datasets, aligned, maps=None):
+    """Voxel-wise leave-one-out ISC before and after alignment, for group maps.
+
+    Parameters
+    ----------
+    model : AlignmentModel
+        The fitted model (its method decides where the aligned ISC is measured).
+    test_datasets : list of (n_samples, n_voxels) arrays
+        Every subject's test data in the ROI voxels (the same voxels for everyone).
+    aligned : list of (n_samples, n_components) arrays
+        The same data in the common space.
+    maps : list of LinearMap, optional
+        Each subject's map (default: the model's), for the subject-space ISC.
+
+    Returns
+    -------
+    dict
+        ``anatomical`` and ``aligned``: (n_subjects, n_voxels) arrays (``aligned`` None
+        when it cannot be voxel-wise: ridge onto a PCA template); ``aligned_space``:
+        ``"common"`` (the common space's dimensions are the ROI voxels: Procrustes, ridge
+        onto the Procrustes template) or ``"subject"`` (the others' data mapped back into
+        each subject's voxels: shared response model).
+    """
+    model = getattr(model, "model_", model)
+    anatomical = isc(test_datasets)
+    maps = model.maps if maps is None else maps
+    n_voxels = anatomical.shape[1]
+    if common_space_is_voxels(model) and np.shape(aligned[0])[1] == n_voxels:
+        return {"anatomical": anatomical, "aligned": isc(aligned), "aligned_space": "common"}
+    if all(type(m).inverse_transform is not RidgeMap.inverse_transform for m in maps):
+        rows = isc_subject_space(test_datasets, aligned, maps)
+        return {"anatomical": anatomical, "aligned": np.vstack(rows), "aligned_space": "subject"}
+    return {"anatomical": anatomical, "aligned": None, "aligned_space": None}

@@ -1,18 +1,21 @@
-"""Save and load one subject's hyperalignment transform as HDF5 (``*_xfm.h5``).
+"""Save and load one subject's alignment map as HDF5 (``*_xfm.h5``).
 
 Layout (a plain, documented HDF5 file; nothing pickled)::
 
     /matrix          (n_voxels_source, n_voxels_target) dense rotation R   [dense maps]
     /left, /right    factors with R = left @ right.T                       [factored maps]
     /source_mean     (n_voxels_source,)  input offset
+    /source_scale    optional (n_voxels_source,) per-voxel factor after centring
     /target_mean     (n_voxels_target,)  output offset
     /voxel_indices   (n_voxels_source,)  optional: flat indices of the voxels in the mask
     /roi             optional: ROI mask array (e.g. the 3-D analysis mask)
     attrs: format="mvpa_flows-procrustes-xfm", format_version, scale, rank, kind,
-           shape, and one attribute per entry of ``params`` (JSON-encoded when not scalar)
+           shape, map_kind ("procrustes" | "ridge" | "srm"; absent: procrustes), and one
+           attribute per entry of ``params`` (JSON-encoded when not scalar)
 
-``transform(x) = scale * (x - source_mean) @ R + target_mean``. The file is written to a
-temporary name in the same folder and renamed, so a crash never leaves half a file.
+``transform(x) = scale * ((x - source_mean) * source_scale) @ R + target_mean``. The file
+is written to a temporary name in the same folder and renamed, so a crash never leaves
+half a file.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mvpa_flows.core.alignment.maps import MAP_KINDS, LinearMap
 from mvpa_flows.core.alignment.procrustes import ProcrustesMap
 from mvpa_flows.core.errors import InputValidationError
 
@@ -32,7 +36,7 @@ __all__ = ["save_transform", "load_transform", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "mvpa_flows-procrustes-xfm"
 FORMAT_VERSION = "1.0"
-_RESERVED = {"format", "format_version", "scale", "rank", "kind", "shape"}
+_RESERVED = {"format", "format_version", "scale", "rank", "kind", "shape", "map_kind"}
 
 
 def _attr_value(value):
@@ -61,11 +65,17 @@ def _attr_back(value):
 
 
 def save_transform(path, transform, voxel_indices=None, roi=None, params=None, compression="gzip"):
-    """Write a :class:`ProcrustesMap` (plus voxel indices / ROI and parameters) to ``path``."""
-    if not isinstance(transform, ProcrustesMap):
+    """Write one subject's map (plus voxel indices / ROI and parameters) to ``path``.
+
+    ``transform`` is a :class:`ProcrustesMap`, ``RidgeMap`` or ``SRMMap`` (any
+    :class:`~mvpa_flows.core.alignment.maps.LinearMap`: ``Hyperalignment.transforms_``,
+    ``AlignmentModel.maps``, ``fit_subject``).
+    """
+    if not isinstance(transform, LinearMap):
         raise InputValidationError(
-            f"`transform` must be a ProcrustesMap (from procrustes() or "
-            f"Hyperalignment.transforms_); got {type(transform).__name__}."
+            f"`transform` must be a fitted map (ProcrustesMap, RidgeMap or SRMMap, from "
+            f"procrustes(), Hyperalignment.transforms_ or fit_subject); got "
+            f"{type(transform).__name__}."
         )
     path = Path(path)
     if path.suffix != ".h5":
@@ -94,6 +104,8 @@ def save_transform(path, transform, voxel_indices=None, roi=None, params=None, c
                 f.create_dataset("right", data=right, compression=compression)
             f.create_dataset("source_mean", data=transform.source_mean)
             f.create_dataset("target_mean", data=transform.target_mean)
+            if transform.source_scale is not None:
+                f.create_dataset("source_scale", data=transform.source_scale)
             if voxel_indices is not None:
                 f.create_dataset("voxel_indices", data=voxel_indices)
             if roi is not None:
@@ -104,6 +116,7 @@ def save_transform(path, transform, voxel_indices=None, roi=None, params=None, c
             f.attrs["rank"] = transform.rank
             f.attrs["kind"] = "factored" if right is not None else "dense"
             f.attrs["shape"] = np.asarray(transform.shape)
+            f.attrs["map_kind"] = transform.kind
             for key, value in params.items():
                 f.attrs[key] = _attr_value(value)
         os.replace(tmp, path)
@@ -119,7 +132,8 @@ def load_transform(path):
 
     Returns
     -------
-    transform : ProcrustesMap
+    transform : LinearMap
+        ``ProcrustesMap``, ``RidgeMap`` or ``SRMMap``, as written
     info : dict with ``voxel_indices`` and ``roi`` (or None) and ``params`` (attributes)
     """
     path = Path(path)
@@ -137,12 +151,14 @@ def load_transform(path):
             kw["dense"] = f["matrix"][()]
         else:
             kw["left"], kw["right"] = f["left"][()], f["right"][()]
-        transform = ProcrustesMap(
+        kind = _attr_back(f.attrs.get("map_kind", "procrustes"))
+        transform = MAP_KINDS.get(kind, ProcrustesMap)(
             float(f.attrs["scale"]),
             f["source_mean"][()],
             f["target_mean"][()],
             rank=int(f.attrs["rank"]),
             params=params,
+            source_scale=f["source_scale"][()] if "source_scale" in f else None,
             **kw,
         )
         info = {

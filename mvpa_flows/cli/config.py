@@ -53,6 +53,13 @@ class RunConfig:
     ha_test_runs: list | None = None
     bsc: str = "segments"
     segment_length: float = 18.0
+    ha_method: str = "procrustes"
+    ha_alphas: list | None = None
+    ha_cv_blocks: int = 5
+    ha_n_components: int = 50
+    ha_srm_method: str = "probabilistic"
+    ha_n_iter: int = 10
+    ha_model: str | None = None
     random_seed: int | None = None
     allow_subject_space: bool = False
     derivatives: dict = field(default_factory=dict)
@@ -266,8 +273,9 @@ def build_config(args, argv=None):
         )
     if values.get("process_mask"):
         values["process_mask"] = str(Path(values["process_mask"]).absolute())
-    if values.get("roi_mask"):
-        values["roi_mask"] = str(Path(values["roi_mask"]).absolute())
+    for key in ("roi_mask", "ha_model"):
+        if values.get(key):
+            values[key] = str(Path(values[key]).absolute())
     for key in ("ha_train_runs", "ha_test_runs"):
         if values.get(key):
             values[key] = [_run_label(key, v) for v in values[key]]

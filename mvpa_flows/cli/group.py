@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -11,7 +12,16 @@ import nibabel as nb
 import numpy as np
 from bids.layout import Query
 
-from mvpa_flows.cli.parser import UsageError
+from mvpa_flows.cli.parser import UsageError, cli_message
+from mvpa_flows.core.alignment.evaluate import alignment_estimator, check_alignment
+from mvpa_flows.core.alignment.model import load_model
+from mvpa_flows.core.alignment.runs import (
+    RunSelectionError,
+    check_repetition_time,
+    check_segments,
+    check_training_samples,
+    split_runs,
+)
 from mvpa_flows.core.errors import InputValidationError, NoInputFilesError
 from mvpa_flows.interfaces.bids import (
     SUBJECT_SPACES,
@@ -142,53 +152,83 @@ def _normalise_runs(tokens, labels, flag):
     return out
 
 
-def _split_runs(config, files):
+#: Core parameter names in run-check messages -> the flags that set them.
+_RUN_FLAGS = {
+    "train_runs": "--ha-train-runs",
+    "test_runs": "--ha-test-runs",
+    "segment_length": "--segment-length",
+    "n_components": "--ha-n-components",
+    "cv_blocks": "--ha-cv-blocks",
+    "alphas": "--ha-alphas",
+}
+
+
+def _flags(text):
+    """A core message with its parameter names spelled as this app's flags."""
+    text = cli_message(text)
+    for name, flag in _RUN_FLAGS.items():
+        text = re.sub(rf"(?<![\w-])'?{name}'?(?![\w])", flag, text)
+    return text
+
+
+def _core_checked(function, *args, **kwargs):
+    """Call a core check; its errors come back with flags (usage errors exit 64)."""
+    try:
+        return function(*args, **kwargs)
+    except RunSelectionError as err:
+        raise UsageError(_flags(err)) from None
+    except InputValidationError as err:
+        raise InputValidationError(_flags(err)) from None
+
+
+def _split_runs(config, files, defaults=(None, None)):
+    """Training and test runs (``defaults``: a loaded model's runs, when no flag is given)."""
     runs = {s: run_labels(d) for s, d in files.items()}
-    train = _normalise_runs(config.ha_train_runs, runs, "--ha-train-runs")
-    test = _normalise_runs(config.ha_test_runs, runs, "--ha-test-runs")
-    if train is None or test is None:
-        common = sorted(set.intersection(*(set(r) for r in runs.values())), key=_run_order)
-        if len(common) < 2:
-            raise UsageError(
-                f"Hyperalignment needs separate training and test runs; the subjects share "
-                f"the runs {common}. Give --ha-train-runs and --ha-test-runs."
-            )
-        train = train or [r for r in common if r not in (test or common[-1:])]
-        test = test or [r for r in common if r not in train]
-    overlap = sorted(set(train) & set(test), key=_run_order)
-    if overlap:
-        raise UsageError(
-            f"Runs {overlap} are in both --ha-train-runs {list(train)} and --ha-test-runs "
-            f"{list(test)}: estimating the alignment on the test data is circular. Use "
-            "disjoint runs."
-        )
-    for subject, present in runs.items():
-        missing = [r for r in list(train) + list(test) if r not in present]
-        if missing:
-            which = "training" if set(missing) & set(train) else "test"
-            raise InputValidationError(
-                f"sub-{subject} lacks {which} run(s) {missing} (it has runs {present}); "
-                "drop the subject with --participant-label or change the run options."
-            )
-    return list(train), list(test)
+    train = _normalise_runs(config.ha_train_runs, runs, "--ha-train-runs") or defaults[0]
+    test = _normalise_runs(config.ha_test_runs, runs, "--ha-test-runs") or defaults[1]
+    return _core_checked(split_runs, runs, train, test)
 
 
-def _run_order(label):
-    session, _, run = str(label).rpartition(":")
-    return (session, int(run))
-
-
-def _check_training_samples(files, train):
-    counts = {}
+def _volumes(files, runs):
+    """{subject: {run label: number of volumes}} from the image headers."""
+    out = {}
     for subject, data in files.items():
         labels = run_labels(data)
-        counts[subject] = sum(nb.load(data["bold"][labels.index(r)]).shape[3] for r in train)
-    if len(set(counts.values())) != 1:
-        raise InputValidationError(
-            f"The training runs {train} have different numbers of volumes across subjects "
-            f"({counts}); hyperalignment needs the same samples (time points) for everyone. "
-            "Crop the runs to a common length."
-        )
+        out[subject] = {r: nb.load(data["bold"][labels.index(r)]).shape[3] for r in runs}
+    return out
+
+
+def _check_timing(config, files, train, test):
+    """Training samples, TR and test segments, checked before any data are read."""
+    volumes = _volumes(files, train + test)
+    n_train = _core_checked(check_training_samples, volumes, train)
+    trs = {s: [float(m["RepetitionTime"]) for m in d["bold_metadata"]] for s, d in files.items()}
+    tr = _core_checked(check_repetition_time, trs)
+    if config.bsc == "segments":
+        tests = {s: sum(v[r] for r in test) for s, v in volumes.items()}
+        if len(set(tests.values())) != 1:
+            raise InputValidationError(
+                f"The test runs {test} have different numbers of volumes across subjects "
+                f"({tests}); movie segment classification needs the same time points for "
+                "everyone. Crop the runs to a common length or use --bsc conditions."
+            )
+        _core_checked(check_segments, tr, config.segment_length, next(iter(tests.values())))
+    return n_train, tr
+
+
+def _alignment(config):
+    """The estimator of ``--ha-method`` and its parameters (defaults from the schema)."""
+    params = {
+        "procrustes": {},
+        "ridge": {"alphas": config.ha_alphas, "cv_blocks": config.ha_cv_blocks},
+        "srm": {
+            "n_components": config.ha_n_components,
+            "srm_method": config.ha_srm_method,
+            "n_iter": config.ha_n_iter,
+            "random_state": 0 if config.random_seed is None else config.random_seed,
+        },
+    }[config.ha_method]
+    return params, _core_checked(alignment_estimator, config.ha_method, **params)
 
 
 def _check_data(files, runs):
@@ -203,22 +243,26 @@ def _check_data(files, runs):
             check_run_data(nb.load(data["bold"][i]), mask, Path(data["bold"][i]).name)
 
 
-def _roi(config, files, reference, model, entities, sidecar):
-    """The ROI file, how sidecars cite it, and the default ROI written as an output."""
+def _roi_array(config, files, reference):
+    """The ROI (a boolean array on the subjects' grid) and the file it comes from."""
     if config.roi_mask:
         path = Path(config.roi_mask)
         if not path.is_file():
             raise InputValidationError(f"--roi-mask {path}: no such file.")
         from mvpa_flows.core.data.cleaning import check_same_grid
 
-        check_same_grid(
-            nb.load(path), reference, f"--roi-mask {path.name}", "the subjects' BOLD grid"
-        )
-        return str(path), bids_uri(path, config.dataset_links)
+        img = nb.load(path)
+        check_same_grid(img, reference, f"--roi-mask {path.name}", "the subjects' BOLD grid")
+        return np.asarray(img.dataobj) > 0, path
     masks = [np.asarray(nb.load(m).dataobj) > 0 for d in files.values() for m in d["mask"]]
     roi = np.logical_and.reduce(masks)
     if not roi.any():
         raise InputValidationError("The subjects' brain masks share no voxel; give --roi-mask.")
+    return roi, None
+
+
+def _write_roi(config, files, roi, reference, model, entities, sidecar):
+    """The default ROI written as an output; returns (file, how sidecars cite it)."""
     work = config.work_dir / "group_inputs"
     work.mkdir(parents=True, exist_ok=True)
     tmp = work / "roi_mask.nii.gz"
@@ -248,27 +292,141 @@ def _session_entity(config, files):
     return sessions.pop() if len(sessions) == 1 and None not in sessions else None
 
 
+# ---------------------------------------------------------------- an existing model
+
+
+def find_model(folder):
+    """The alignment model file in a ``tpl-<model>`` folder and the model's label."""
+    from mvpa_flows.interfaces.bids import parse_entities
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(
+            f"--ha-model {folder}: no such folder; give the tpl-<model> folder written by an "
+            "earlier 'group --analyses hyperalignment' run."
+        )
+    found = sorted(folder.glob("tpl-*_desc-common_model.h5"))
+    if len(found) != 1:
+        raise InputValidationError(
+            f"--ha-model {folder}: expected one alignment model (tpl-*_desc-common_model.h5), "
+            f"found {[p.name for p in found] or 'none'}; give the tpl-<model> folder of one "
+            "earlier group hyperalignment (one task, space and session)."
+        )
+    return found[0], parse_entities(found[0])["template"]
+
+
+def _model_subjects(config, model):
+    """Subjects to load: the model's (for their test runs) and the new ones."""
+    if config.participant_label:
+        inside = [s for s in config.participant_label if s in model.subjects]
+        if inside:
+            raise UsageError(
+                f"--participant-label {' '.join(inside)}: already in the model (its subjects "
+                f"are {model.subjects}); --ha-model maps subjects that were not part of the "
+                "fit. Select other subjects, or fit a new model without --ha-model."
+            )
+        config.participant_label = list(model.subjects) + list(config.participant_label)
+    return config
+
+
+def _check_model(config, path, model, n_train, roi, reference):
+    """Refuse a model that cannot hold the selected subjects, before any data are read."""
+    load_model(path, task=config.task, space=space_label(config.space_entities))
+    if model.n_samples != n_train:
+        raise InputValidationError(
+            f"--ha-model {path.name} was fitted on {model.n_samples} training samples "
+            f"(runs {model.metadata.get('train_runs')}), but the selected subjects have "
+            f"{n_train} volumes in the training runs; a new subject needs the model's "
+            "training stimulus, the same runs and length. Choose them with --ha-train-runs."
+        )
+    voxels = set(model.n_features_per_subject)
+    if voxels != {int(roi.sum())}:
+        raise InputValidationError(
+            f"--ha-model {path.name} maps {sorted(voxels)} voxels per subject, but its ROI "
+            f"gives {int(roi.sum())} voxels on the selected subjects' grid; the new subjects "
+            "must be in the model's space and ROI."
+        )
+    if model.roi is not None and (
+        model.roi.shape != reference.shape[:3] or not np.array_equal(model.roi > 0, roi)
+    ):
+        raise InputValidationError(
+            f"The ROI stored in --ha-model {path.name} (grid {model.roi.shape}) differs from "
+            f"the model folder's ROI mask on the subjects' grid {reference.shape[:3]}."
+        )
+
+
+def _model_roi(config, path, label, reference):
+    """The ROI mask written beside a model, and how sidecars cite it."""
+    from mvpa_flows.interfaces.bids import parse_entities
+
+    ents = parse_entities(path)
+    masks = [
+        m
+        for m in path.parent.glob(f"tpl-{label}*_desc-roi_mask.nii.gz")
+        if all(parse_entities(m).get(k) == ents.get(k) for k in ("task", "space", "session"))
+    ]
+    if len(masks) != 1:
+        raise InputValidationError(
+            f"--ha-model {path.parent}: expected the model's ROI mask "
+            f"(tpl-{label}_..._desc-roi_mask.nii.gz) beside {path.name}; found "
+            f"{[m.name for m in masks] or 'none'}."
+        )
+    img = nb.load(masks[0])
+    from mvpa_flows.core.data.cleaning import check_same_grid
+
+    check_same_grid(img, reference, masks[0].name, "the subjects' BOLD grid")
+    try:
+        uri = f"bids::{masks[0].relative_to(config.output_dir).as_posix()}"
+    except ValueError:
+        uri = str(masks[0])
+    return np.asarray(img.dataobj) > 0, str(masks[0]), uri
+
+
 def run_hyperalignment(config, described):
-    """Hyperalign every selected subject and evaluate it; return the exit code."""
+    """Align every selected subject and evaluate it (or map new subjects into an existing
+    model with ``--ha-model``); return the exit code."""
     from mvpa_flows.cli.execution import run_workflow
     from mvpa_flows.cli.participant import collect_files
     from mvpa_flows.workflows.group import init_group_hyperalignment_wf
+    from mvpa_flows.workflows.reports import methods_of
 
+    params, estimator = _alignment(config)
+    model_path = loaded = None
+    if config.ha_model:
+        model_path, model = find_model(config.ha_model)
+        loaded = load_model(model_path)
+        _model_subjects(config, loaded)
     files = collect_files(config)
-    if len(files) < 2:
+    if loaded is not None:
+        missing = [s for s in loaded.subjects if s not in files]
+        if missing:
+            raise InputValidationError(
+                f"--ha-model {model_path.name}: the model's subjects {missing} are not in "
+                f"{config.bids_dir}; their test runs are needed to evaluate the new subjects. "
+                "Run on the dataset the model was fitted on."
+            )
+        new = [s for s in files if s not in loaded.subjects]
+        if not new:
+            raise InputValidationError(
+                f"No subject outside the model (its subjects: {loaded.subjects}) to map "
+                "with --ha-model; add subjects with --participant-label."
+            )
+        files = {s: files[s] for s in list(loaded.subjects) + new}
+    elif len(files) < 2:
         raise InputValidationError(
             f"Hyperalignment needs at least two subjects; found {list(files)}. Add subjects "
             "or drop --participant-label."
         )
     reference = _check_common_grid(files)
-    train, test = _split_runs(config, files)
-    _check_training_samples(files, train)
-    trs = {float(m["RepetitionTime"]) for d in files.values() for m in d["bold_metadata"]}
-    if len(trs) != 1:
-        raise InputValidationError(f"The subjects' runs have different TRs {sorted(trs)}.")
-    _check_data(files, train + test)
-    model = f"{config.task}HA"
+    defaults = (
+        (loaded.metadata.get("train_runs"), loaded.metadata.get("test_runs"))
+        if loaded is not None
+        else (None, None)
+    )
+    train, test = _split_runs(config, files, defaults)
+    n_train, tr = _check_timing(config, files, train, test)
     session = _session_entity(config, files)
+    entities = {"session": session, "task": config.task, **config.space_entities}
     first = next(iter(files.values()))
     sidecar = space_metadata(
         config.space_entities,
@@ -277,15 +435,30 @@ def run_hyperalignment(config, described):
         bold_file=first["bold"][0],
         dataset_links=config.dataset_links,
     )
-    entities = {"session": session, "task": config.task, **config.space_entities}
-    roi_file, roi_uri = _roi(config, files, reference, model, entities, sidecar)
+    if loaded is not None:
+        model = loaded.metadata.get("model_label") or model
+        roi, roi_file, roi_uri = _model_roi(config, model_path, model, reference)
+        _check_model(config, model_path, loaded, n_train, roi, reference)
+    else:
+        model = f"{config.task}HA"
+        roi, roi_source = _roi_array(config, files, reference)
+        _core_checked(check_alignment, estimator, n_train, int(roi.sum()))
+    _check_data(files, train + test)
+    if loaded is None:
+        if roi_source is None:
+            roi_file, roi_uri = _write_roi(config, files, roi, reference, model, entities, sidecar)
+        else:
+            roi_file, roi_uri = str(roi_source), bids_uri(roi_source, config.dataset_links)
     subjects = list(files)
     logger.info(
-        "Group hyperalignment: subjects %s, train runs %s, test runs %s, ROI %s",
+        "Group %s: subjects %s%s, train runs %s, test runs %s, ROI %s (%d voxels)",
+        loaded.method if loaded is not None else config.ha_method,
         subjects,
+        f" (new: {new}; model {model_path})" if loaded is not None else "",
         train,
         test,
         roi_uri,
+        int(roi.sum()),
     )
     workflow = init_group_hyperalignment_wf(
         subjects=subjects,
@@ -294,7 +467,7 @@ def run_hyperalignment(config, described):
         space=config.space_entities,
         train_runs=train,
         test_runs=test,
-        repetition_time=trs.pop(),
+        repetition_time=tr,
         mode=config.bsc,
         segment_length=config.segment_length,
         conditions=config.conditions,
@@ -302,6 +475,10 @@ def run_hyperalignment(config, described):
         detrend=config.detrend,
         standardize=config.standardize,
         hrf_delay=config.hrf_delay,
+        method=loaded.method if loaded is not None else config.ha_method,
+        alignment_params=params,
+        model_file=str(model_path) if loaded is not None else None,
+        new_subjects=new if loaded is not None else None,
         model_label=model,
         dataset_links={**config.dataset_links, "": str(config.output_dir)},
         confounds_strategy=config.confounds_strategy,
@@ -319,8 +496,6 @@ def run_hyperalignment(config, described):
     ]
     inputs.roi_mask = roi_file
     inputs.roi_mask_uri = roi_uri
-    from mvpa_flows.workflows.reports import methods_of
-
     described["texts"] += methods_of(workflow)
     described["subjects"].update(subjects)
     top = _top_workflow(config, workflow)

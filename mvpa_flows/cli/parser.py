@@ -37,6 +37,10 @@ FLAG_FOR_PARAMETER = {
     "test_runs": "--ha-test-runs",
     "segment_length": "--segment-length",
     "roi_mask": "--roi-mask",
+    "alphas": "--ha-alphas",
+    "cv_blocks": "--ha-cv-blocks",
+    "n_components": "--ha-n-components",
+    "n_iter": "--ha-n-iter",
 }
 
 
@@ -278,6 +282,18 @@ def build_parser():
     h.add_argument(
         "--segment-length", type=float, metavar="SECONDS", help=help_of("segment_length")
     )
+    m = parser.add_argument_group("alignment method and model (group level)")
+    m.add_argument("--ha-method", choices=schema["ha_method"]["enum"], help=help_of("ha_method"))
+    m.add_argument(
+        "--ha-alphas", nargs="+", type=float, metavar="ALPHA", help=help_of("ha_alphas")
+    )
+    m.add_argument("--ha-cv-blocks", type=int, metavar="N", help=help_of("ha_cv_blocks"))
+    m.add_argument("--ha-n-components", type=int, metavar="K", help=help_of("ha_n_components"))
+    m.add_argument(
+        "--ha-srm-method", choices=schema["ha_srm_method"]["enum"], help=help_of("ha_srm_method")
+    )
+    m.add_argument("--ha-n-iter", type=int, metavar="N", help=help_of("ha_n_iter"))
+    m.add_argument("--ha-model", type=Path, metavar="DIR", help=help_of("ha_model"))
     group = parser.add_argument_group("group statistics")
     group.add_argument(
         "--allow-subject-space",

@@ -14,12 +14,23 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from mvpa_flows.core.alignment.evaluate import hyperalign_and_evaluate, save_template
+from mvpa_flows.core.alignment.evaluate import (
+    alignment_estimator,
+    alignment_parameters,
+    evaluate_new_subjects,
+    hyperalign_and_evaluate,
+)
+from mvpa_flows.core.alignment.isc import isc_maps, mean_isc
+from mvpa_flows.core.alignment.model import load_model
 from mvpa_flows.core.alignment.xfm import save_transform
 from mvpa_flows.core.data.dataset import load_timeseries
 from mvpa_flows.core.data.samples import build_sample_table, read_events
 from mvpa_flows.core.errors import InputValidationError
 from mvpa_flows.core.stats.group import group_searchlight_stats
+
+
+def _out(runtime, name):
+    return os.path.join(runtime.cwd, name)
 
 
 class _PrepareTimeseriesInputSpec(BaseInterfaceInputSpec):
@@ -147,7 +158,7 @@ class PrepareTimeseries(SimpleInterface):
         return runtime
 
 
-class _HyperalignGroupInputSpec(BaseInterfaceInputSpec):
+class _AlignmentInputSpec(BaseInterfaceInputSpec):
     subjects = traits.List(traits.Str, mandatory=True, desc="subject labels")
     train_files = traits.List(File(exists=True), mandatory=True, desc="training data")
     test_files = traits.List(File(exists=True), mandatory=True, desc="test data")
@@ -162,35 +173,49 @@ class _HyperalignGroupInputSpec(BaseInterfaceInputSpec):
     test_runs = traits.List(
         traits.Either(traits.Int, traits.Str), mandatory=True, desc="test runs"
     )
-    hyperalignment_params = traits.Dict(desc="parameters of hyperalign()")
     confounds_used = traits.List(
         traits.List(traits.Str), desc="confound columns regressed out, per subject"
     )
     cleaning = traits.Dict(desc="cleaning settings for the sidecars (Detrend, Standardize, ...)")
 
 
-class _HyperalignGroupOutputSpec(TraitedSpec):
-    transform_files = traits.List(File(exists=True), desc="one transform (.h5) per subject")
-    model_file = File(exists=True, desc="common model (.h5)")
+class _AlignmentOutputSpec(TraitedSpec):
+    transform_files = traits.List(File(exists=True), desc="one map (.h5) per subject written")
     scores_file = File(exists=True, desc="between-subject classification table (.tsv)")
+    isc_anatomical = File(desc="group ISC before alignment (NIfTI; segments mode)")
+    isc_aligned = File(desc="group ISC after alignment (NIfTI; segments mode, voxel-wise)")
     metadata = traits.Dict(desc="parameters and results for the sidecars")
+    isc_metadata = traits.Dict(desc="ISC parameters and results for the sidecars")
+
+
+class _HyperalignGroupInputSpec(_AlignmentInputSpec):
+    method = traits.Enum("procrustes", "ridge", "srm", usedefault=True, desc="alignment method")
+    alignment_params = traits.Dict(desc="parameters of the method's estimator")
+    model_metadata = traits.Dict(desc="provenance stored in the model file (task, space, ...)")
+
+
+class _HyperalignGroupOutputSpec(_AlignmentOutputSpec):
+    model_file = File(exists=True, desc="the fitted alignment model (.h5)")
 
 
 class HyperalignGroup(SimpleInterface):
-    """Fit Procrustes hyperalignment on the training runs; evaluate it on the test runs.
+    """Fit the alignment on the training runs; evaluate it on the test runs; ISC maps.
 
-    Calls :func:`mvpa_flows.core.alignment.evaluate.hyperalign_and_evaluate`.
+    Calls :func:`mvpa_flows.core.alignment.evaluate.hyperalign_and_evaluate` with the
+    estimator of :func:`~mvpa_flows.core.alignment.evaluate.alignment_estimator`.
     """
 
     input_spec = _HyperalignGroupInputSpec
     output_spec = _HyperalignGroupOutputSpec
 
     def _run_interface(self, runtime):
+        estimator = alignment_estimator(self.inputs.method, **self.inputs.alignment_params)
+        test = [np.load(f) for f in self.inputs.test_files]
         tables = [pd.read_csv(f, sep="\t") for f in self.inputs.test_samples_files]
         conditions = self.inputs.mode == "conditions"
         result = hyperalign_and_evaluate(
             [np.load(f) for f in self.inputs.train_files],
-            [np.load(f) for f in self.inputs.test_files],
+            test,
             self.inputs.subjects,
             mode=self.inputs.mode,
             test_labels=[t["label"].astype(str).to_numpy() for t in tables]
@@ -201,45 +226,201 @@ class HyperalignGroup(SimpleInterface):
             tr=self.inputs.repetition_time,
             train_runs=self.inputs.train_runs,
             test_runs=self.inputs.test_runs,
-            hyperalignment_params=self.inputs.hyperalignment_params or None,
+            alignment=estimator,
         )
-        fit, scores = result["fit"], result["scores"]
+        model, scores = result["model"], result["scores"]
+        roi = np.asarray(nb.load(self.inputs.roi_mask).dataobj) > 0
+        model.voxel_indices = np.flatnonzero(roi.ravel())
+        model.roi = roi.astype(np.uint8)
+        model.metadata.update(self.inputs.model_metadata or {})
+        self._results["model_file"] = str(model.save(_out(runtime, "model.h5")))
+        self._results["transform_files"] = _save_maps(
+            runtime, model.maps, self.inputs.subjects, model.voxel_indices, roi
+        )
+        self._results["scores_file"] = _save_scores(runtime, scores)
+        self._results["metadata"] = {
+            **_alignment_metadata(self.inputs, model, scores, estimator),
+            "ReferenceSubject": (
+                self.inputs.subjects[int(model.info["ref_ds"])]
+                if model.info.get("ref_ds") is not None
+                else None
+            ),
+            "Confounds": _per_subject(self.inputs.subjects, self.inputs.confounds_used),
+        }
+        aligned = model.transform(test, name="test_datasets")
+        _isc_outputs(self, runtime, model, test, aligned, model.maps, roi)
+        return runtime
+
+
+class _MapNewSubjectsInputSpec(_AlignmentInputSpec):
+    model_file = File(exists=True, mandatory=True, desc="alignment model of an earlier run")
+    new_subjects = traits.List(
+        traits.Str, mandatory=True, desc="subjects to map into the model (not its own)"
+    )
+
+
+class MapNewSubjects(SimpleInterface):
+    """Map new subjects into a fitted model without refitting it; evaluate them.
+
+    ``subjects``, ``train_files``, ``test_files`` hold the model's subjects (in the
+    model's order) and then the new subjects. Calls
+    :func:`mvpa_flows.core.alignment.evaluate.evaluate_new_subjects`.
+    """
+
+    input_spec = _MapNewSubjectsInputSpec
+    output_spec = _AlignmentOutputSpec
+
+    def _run_interface(self, runtime):
+        model = load_model(self.inputs.model_file)
+        subjects = list(self.inputs.subjects)
+        new = list(self.inputs.new_subjects)
+        n_model = len(subjects) - len(new)
+        if subjects[:n_model] != list(model.subjects) or subjects[n_model:] != new:
+            raise InputValidationError(
+                f"`subjects` must list the model's subjects {model.subjects} and then the "
+                f"new subjects {new}; got {subjects}."
+            )
+        train = [np.load(f) for f in self.inputs.train_files[n_model:]]
+        test = [np.load(f) for f in self.inputs.test_files]
+        tables = [pd.read_csv(f, sep="\t") for f in self.inputs.test_samples_files]
+        conditions = self.inputs.mode == "conditions"
+        result = evaluate_new_subjects(
+            model,
+            train,
+            test[n_model:],
+            test[:n_model],
+            new_subjects=new,
+            mode=self.inputs.mode,
+            test_labels=[t["label"].astype(str).to_numpy() for t in tables]
+            if conditions
+            else None,
+            segment_length=self.inputs.segment_length,
+            tr=self.inputs.repetition_time,
+        )
+        maps, scores = result["maps"], result["scores"]
         roi = np.asarray(nb.load(self.inputs.roi_mask).dataobj) > 0
         voxels = np.flatnonzero(roi.ravel())
-        self._results["transform_files"] = []
-        for subject, transform in zip(self.inputs.subjects, fit["transforms"], strict=True):
-            path = os.path.join(runtime.cwd, f"sub-{subject}_xfm.h5")
-            save_transform(
-                path, transform, voxel_indices=voxels, roi=roi, params={"subject": subject}
-            )
-            self._results["transform_files"].append(path)
-        self._results["model_file"] = os.path.join(runtime.cwd, "model.h5")
-        save_template(
-            self._results["model_file"], fit["template"], voxels, {"ref_ds": int(fit["ref_ds"])}
+        self._results["transform_files"] = _save_maps(runtime, maps, new, voxels, roi)
+        self._results["scores_file"] = _save_scores(runtime, scores)
+        meta = _alignment_metadata(self.inputs, model, scores, None)
+        meta.update(
+            ModelSubjects=list(model.subjects),
+            NewSubjects=new,
+            TrainingRuns=model.metadata.get("train_runs", meta["TrainingRuns"]),
+            Confounds=_per_subject(subjects, self.inputs.confounds_used),
         )
-        self._results["scores_file"] = os.path.join(runtime.cwd, "bsc_scores.tsv")
-        scores.to_csv(self._results["scores_file"], sep="\t", index=False, na_rep="n/a")
-        self._results["metadata"] = {
-            "HyperalignmentParameters": {k: v for k, v in fit["params"].items()},
-            "ReferenceSubject": self.inputs.subjects[int(fit["ref_ds"])],
-            "NumberOfFeatures": int(voxels.size),
-            "TrainingRuns": list(self.inputs.train_runs),
-            "TestRuns": list(self.inputs.test_runs),
-            "TrainingSamples": int(fit["template"].shape[0]),
-            "BSCMode": self.inputs.mode,
-            "SegmentLength": self.inputs.segment_length if not conditions else None,
-            "RepetitionTime": self.inputs.repetition_time,
-            "MeanAccuracy": {
-                k: float(np.nanmean(scores[k]))
-                for k in ("anatomical", "hyperaligned", "within_subject")
-                if k in scores and scores[k].notna().any()
-            },
-            "ChanceLevel": float(scores["chance"].iloc[0]),
-            "Notes": str(scores.attrs.get("notes", "")),
-            "Confounds": _per_subject(self.inputs.subjects, self.inputs.confounds_used),
-            **(self.inputs.cleaning or {}),
-        }
+        self._results["metadata"] = meta
+        all_maps = list(model.maps) + list(maps)
+        aligned = model.transform(test[:n_model], name="model_test_datasets") + [
+            m.transform(X) for m, X in zip(maps, test[n_model:], strict=True)
+        ]
+        _isc_outputs(self, runtime, model, test, aligned, all_maps, roi)
         return runtime
+
+
+def _save_maps(runtime, maps, subjects, voxels, roi):
+    files = []
+    for subject, transform in zip(subjects, maps, strict=True):
+        params = {"subject": subject}
+        if "alpha" in transform.info:
+            params["alpha"] = float(transform.info["alpha"])
+        path = _out(runtime, f"sub-{subject}_xfm.h5")
+        save_transform(path, transform, voxel_indices=voxels, roi=roi, params=params)
+        files.append(path)
+    return files
+
+
+def _save_scores(runtime, scores):
+    path = _out(runtime, "bsc_scores.tsv")
+    scores.to_csv(path, sep="\t", index=False, na_rep="n/a")
+    return path
+
+
+#: How the sidecars name each method.
+METHOD_NAMES = {
+    "procrustes": "Procrustes hyperalignment (PyMVPA three levels)",
+    "ridge": "ridge hyperalignment (ridge maps onto a common template)",
+    "srm": "shared response model",
+}
+
+
+def _alignment_metadata(inputs, model, scores, estimator):
+    """Sidecar fields shared by fitted and loaded models."""
+    conditions = inputs.mode == "conditions"
+    params = (
+        alignment_parameters(estimator)
+        if estimator is not None
+        else {k: v for k, v in model.params.items() if k != "n_jobs"}
+    )
+    meta = {
+        "AlignmentMethod": model.method,
+        "Type": METHOD_NAMES[model.method],
+        "AlignmentParameters": params,
+        "NumberOfFeatures": int(np.asarray(nb.load(inputs.roi_mask).dataobj).astype(bool).sum()),
+        "ModelDimensions": int(model.n_components),
+        "TrainingRuns": list(inputs.train_runs),
+        "TestRuns": list(inputs.test_runs),
+        "TrainingSamples": int(model.n_samples),
+        "BSCMode": inputs.mode,
+        "SegmentLength": inputs.segment_length if not conditions else None,
+        "RepetitionTime": inputs.repetition_time,
+        "MeanAccuracy": {
+            k: float(np.nanmean(scores[k]))
+            for k in ("anatomical", "hyperaligned", "within_subject")
+            if k in scores and scores[k].notna().any()
+        },
+        "ChanceLevel": float(scores["chance"].iloc[0]),
+        "Notes": str(scores.attrs.get("notes", "")),
+        **(inputs.cleaning or {}),
+    }
+    if model.method == "ridge":
+        meta["ChosenPenalties"] = [float(m.info["alpha"]) for m in model.maps]
+    if model.method == "srm":
+        meta["RandomSeed"] = params.get("random_state")
+    return meta
+
+
+def _isc_outputs(interface, runtime, model, test, aligned, maps, roi):
+    """Group ISC maps (Fisher-z mean over subjects) before and after alignment."""
+    results = interface._results
+    if interface.inputs.mode != "segments" or len({X.shape for X in test}) != 1:
+        results["isc_metadata"] = {}
+        return
+    isc = isc_maps(model, test, aligned, maps)
+    img = nb.load(interface.inputs.roi_mask)
+    mask_img = nb.Nifti1Image(roi.astype(np.uint8), img.affine)
+    facts = {
+        "Statistic": "leave-one-out inter-subject correlation (Pearson r of each subject "
+        "with the mean of the others), Fisher-z averaged over subjects",
+        "NumberOfSubjects": len(test),
+        "TestRuns": list(interface.inputs.test_runs),
+        "TestSamples": int(test[0].shape[0]),
+        "NumberOfFeatures": int(roi.sum()),
+        "AlignmentMethod": model.method,
+    }
+    for key, r in (("anatomical", isc["anatomical"]), ("aligned", isc["aligned"])):
+        if r is None:
+            continue
+        group = mean_isc(r)
+        path = _out(runtime, f"isc_{key}.nii.gz")
+        unmask(np.nan_to_num(group).astype(np.float32), mask_img).to_filename(path)
+        results[f"isc_{key}"] = path
+        name = "Anatomical" if key == "anatomical" else "Aligned"
+        facts[f"MedianISC{name}"] = float(np.nanmedian(group))
+        facts[f"MeanISC{name}PerSubject"] = dict(
+            zip(
+                [str(s) for s in interface.inputs.subjects],
+                [float(v) for v in mean_isc(r.T)],
+                strict=True,
+            )
+        )
+    facts["AlignedISCSpace"] = {
+        "common": "the common space, whose dimensions are the ROI voxels of the reference subject",
+        "subject": "each subject's voxels: the others' aligned data mapped back with the "
+        "inverse of the subject's map",
+        None: "not voxel-wise (ridge onto a PCA template): no map after alignment",
+    }[isc["aligned_space"]]
+    results["isc_metadata"] = facts
 
 
 def _per_subject(subjects, values):

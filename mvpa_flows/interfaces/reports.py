@@ -36,6 +36,7 @@ __all__ = [
     "SearchlightChart",
     "StatMapFigure",
     "BSCFigure",
+    "ISCFigure",
     "MeanImage",
     "crash_reports",
     "index_outputs",
@@ -220,6 +221,33 @@ class BSCFigure(SimpleInterface):
         self._results["out_file"] = _out(runtime, "bsc.svg")
         self._results["facts"] = reportlets.bsc_scores(
             self.inputs.scores_file, self._results["out_file"]
+        )
+        return runtime
+
+
+class _ISCFigureInputSpec(BaseInterfaceInputSpec):
+    isc_anatomical = File(exists=True, mandatory=True, desc="group ISC map before alignment")
+    isc_aligned = File(exists=True, desc="group ISC map after alignment (when voxel-wise)")
+
+
+class _ISCFigureOutputSpec(_FigureOutputSpec):
+    pass
+
+
+class ISCFigure(SimpleInterface):
+    """Draw the voxel-wise ISC before and after alignment as two distributions.
+
+    Calls :func:`mvpa_flows.reports.reportlets.isc_distributions`.
+    """
+
+    input_spec = _ISCFigureInputSpec
+    output_spec = _ISCFigureOutputSpec
+
+    def _run_interface(self, runtime):
+        self._results["out_file"] = _out(runtime, "isc.svg")
+        aligned = self.inputs.isc_aligned if self.inputs.isc_aligned else None
+        self._results["facts"] = reportlets.isc_distributions(
+            self.inputs.isc_anatomical, aligned, self._results["out_file"]
         )
         return runtime
 

@@ -265,3 +265,26 @@ def plot_grouped_bars(groups, series, out_file, ylabel, title, chance=None):
     _legend_outside(axis)
     save_figure(figure, out_file)
     return {"Series": list(series)}
+
+
+def plot_distributions(series, out_file, xlabel, title, bins=40):
+    """Overlaid histograms (outlines) of several samples, each with its median dashed.
+
+    ``series`` maps a name to its values (NaN left out); returns the medians.
+    """
+    figure, axis = _chart(6.4, 3.2)
+    values = {k: np.asarray(v, dtype=float) for k, v in series.items()}
+    values = {k: v[np.isfinite(v)] for k, v in values.items()}
+    pooled = np.concatenate([v for v in values.values() if v.size] or [np.zeros(1)])
+    edges = np.histogram_bin_edges(pooled, bins=bins)
+    medians = {}
+    for k, (name, v) in enumerate(values.items()):
+        colour = _SERIES_COLOURS[(k + 1) % len(_SERIES_COLOURS)]
+        medians[name] = float(np.median(v)) if v.size else None
+        axis.hist(v, bins=edges, histtype="step", linewidth=1.6, color=colour, label=name)
+        if v.size:
+            axis.axvline(medians[name], color=colour, linestyle="--")
+    axis.set(xlabel=xlabel, ylabel="voxels", title=title)
+    _legend_outside(axis)
+    save_figure(figure, out_file)
+    return {"Medians": medians}

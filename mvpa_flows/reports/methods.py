@@ -46,6 +46,16 @@ CITATIONS = {
                  "72(2):404-416. doi:10.1016/j.neuron.2011.08.026",
     "pymvpa": "Hanke M. et al. (2009). PyMVPA: a Python toolbox for multivariate pattern "
               "analysis of fMRI data. Neuroinformatics 7:37-53. doi:10.1007/s12021-008-9041-y",
+    "chen2015": "Chen P.-H. et al. (2015). A reduced-dimension fMRI shared response model. "
+                "Advances in Neural Information Processing Systems 28:460-468.",
+    "bazeille2021": "Bazeille T. et al. (2021). An empirical evaluation of functional "
+                    "alignment using inter-subject decoding. NeuroImage 245:118683. "
+                    "doi:10.1016/j.neuroimage.2021.118683",
+    "hasson2004": "Hasson U. et al. (2004). Intersubject synchronization of cortical activity "
+                  "during natural vision. Science 303:1634-1640. doi:10.1126/science.1089506",
+    "nastase2019": "Nastase S.A. et al. (2019). Measuring shared responses across subjects "
+                   "using intersubject correlation. Soc. Cogn. Affect. Neurosci. 14(6):667-685. "
+                   "doi:10.1093/scan/nsz037",
     "nichols": "Nichols T.E., Holmes A.P. (2002). Nonparametric permutation tests for "
                "functional neuroimaging: a primer with examples. Hum. Brain Mapp. 15:1-25. "
                "doi:10.1002/hbm.1058",
@@ -186,6 +196,9 @@ WORDS = {
         if isinstance(v, dict)
         else str(v)
     ),
+    "ChosenPenalties": lambda v: join_words(number(a) for a in dict.fromkeys(_list(v))),
+    "NewSubjects": lambda v: join_words(_subject(s) for s in _list(v)),
+    "ModelSubjects": lambda v: join_words(_subject(s) for s in _list(v)),
     "LabelCounts": lambda v: (
         ", ".join(f"{k} {number(c)}" for k, c in v.items()) if isinstance(v, dict) else str(v)
     ),

@@ -157,3 +157,24 @@ def bsc_scores(scores_file, out_file):
         chance=float(scores["chance"].iloc[0]) if "chance" in scores else None,
     )
     return {**facts, "Drawn": ", ".join(series)}
+
+
+def isc_distributions(anatomical_file, aligned_file, out_file):
+    """Voxel-wise group ISC before and after alignment, as two distributions."""
+    series = {}
+    for name, path in (("anatomical", anatomical_file), ("aligned", aligned_file)):
+        if path:
+            values = np.asarray(nb.load(path).dataobj, dtype=float)
+            series[name] = values[values != 0]
+    facts = figures.plot_distributions(
+        series,
+        out_file,
+        "inter-subject correlation (r)",
+        "Leave-one-out ISC of the test runs, per voxel",
+    )
+    medians = facts["Medians"]
+    return {
+        "Drawn": " and ".join(series),
+        "NumberOfVoxelsDrawn": int(series["anatomical"].size),
+        "MedianShown": {k: v for k, v in medians.items() if v is not None},
+    }

@@ -3,10 +3,12 @@
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from mvpa_flows.interfaces.bids import DerivativesDataSink, parse_space
+from mvpa_flows.interfaces.bids import DerivativesDataSink, parse_space, space_label
 from mvpa_flows.interfaces.group import (
+    METHOD_NAMES,
     GroupSearchlightStats,
     HyperalignGroup,
+    MapNewSubjects,
     PrepareTimeseries,
 )
 from mvpa_flows.interfaces.reports import MethodsText
@@ -18,16 +20,66 @@ GROUP_METHODS = MethodsText(
     "built on Nipype [@nipype], on data preprocessed with fMRIPrep [@fmriprep].",
     describes={"subject": None, "suffix": ["scores", "statmap"]},
 )
-#: Methods text of hyperalignment, filled from the sidecar of the classification table.
-HYPERALIGNMENT_METHODS = MethodsText(
+_CLEANING = (
     "The time series of the {NumberOfFeatures} voxels of the region of interest "
     "were cleaned within each run with nilearn [@nilearn]: {Confounds}[[, {Detrend}]][[ and "
-    "{Standardize}]]. Subjects were aligned into a common model space with Procrustes "
-    "hyperalignment [@haxby2011] (PyMVPA's three-level algorithm [@pymvpa]) estimated on "
-    "{TrainingRuns} ({TrainingSamples} samples), and evaluated by leave-one-subject-out "
-    "between-subject classification of {BSCMode}[[ of {SegmentLength}]] on {TestRuns}, "
-    "against anatomical alignment (chance level {ChanceLevel}).",
-    describes={"desc": "bsc", "suffix": "scores"},
+    "{Standardize}]]. "
+)
+_EVALUATION = (
+    "evaluated by leave-one-subject-out between-subject classification of {BSCMode}[[ of "
+    "{SegmentLength}]] on {TestRuns}, against anatomical alignment (chance level "
+    "{ChanceLevel})."
+)
+_BSC = {"desc": "bsc", "suffix": "scores"}
+#: Methods text of each alignment method, filled from the sidecar of the classification
+#: table (the workflow carries the one it runs).
+ALIGNMENT_METHODS = {
+    "procrustes": MethodsText(
+        _CLEANING + "Subjects were aligned into a common model space with Procrustes "
+        "hyperalignment [@haxby2011] (PyMVPA's three-level algorithm [@pymvpa]) estimated "
+        "on {TrainingRuns} ({TrainingSamples} samples), and " + _EVALUATION,
+        describes=_BSC,
+    ),
+    "ridge": MethodsText(
+        _CLEANING + "Subjects were aligned into a common model space by ridge "
+        "hyperalignment: the common space was the Procrustes hyperalignment template "
+        "[@haxby2011] (PyMVPA's levels 1 and 2 [@pymvpa]) and each subject's voxels were "
+        "mapped onto it by ridge regression [@bazeille2021], its penalty chosen among "
+        "{AlignmentParameters.alphas} by cross-validation over "
+        "{AlignmentParameters.cv_blocks} contiguous blocks of the training samples "
+        "(chosen: {ChosenPenalties}); the model was estimated on {TrainingRuns} "
+        "({TrainingSamples} samples), and " + _EVALUATION,
+        describes=_BSC,
+    ),
+    "srm": MethodsText(
+        _CLEANING + "Subjects were aligned into a shared space of {ModelDimensions} "
+        "dimensions with a {AlignmentParameters.method} shared response model [@chen2015] "
+        "({AlignmentParameters.n_iter} iterations, seed {RandomSeed}, each subject's mean "
+        "removed) estimated on {TrainingRuns} ({TrainingSamples} samples), and " + _EVALUATION,
+        describes=_BSC,
+    ),
+}
+#: Methods text of new subjects mapped into an existing model.
+NEW_SUBJECTS_METHODS = MethodsText(
+    _CLEANING + "{NewSubjects} were mapped into an existing {Type} model of {ModelSubjects} "
+    "(estimated on {TrainingRuns}, {TrainingSamples} samples) without refitting it: each "
+    "new subject's map was fitted to the model's common space on its own data of the "
+    "training samples (as the model's subjects were in the final step of the fit) "
+    "[@haxby2011], and every new subject was "
+    + _EVALUATION.replace(
+        "leave-one-subject-out between-subject classification",
+        "between-subject classification against the model's subjects",
+    ),
+    describes={"desc": "bscmapped", "suffix": "scores"},
+)
+#: Methods text of the ISC maps.
+ISC_METHODS = MethodsText(
+    "Voxel-wise leave-one-out inter-subject correlation [@hasson2004; @nastase2019] of the "
+    "test time series (each subject's time series correlated with the mean of the other "
+    "subjects', Fisher-z averaged over subjects) was computed in the anatomical voxels "
+    "(median over voxels {MedianISCAnatomical})[[ and after alignment, in "
+    "{AlignedISCSpace} (median {MedianISCAligned})]].",
+    describes={"desc": "iscanatomical", "suffix": "statmap"},
 )
 #: Methods text of the group searchlight, filled from the sidecar of the group t map.
 GROUP_SEARCHLIGHT_METHODS = MethodsText(
@@ -84,7 +136,10 @@ def init_group_hyperalignment_wf(
     detrend=True,
     standardize="zscore_run",
     hrf_delay=0.0,
-    hyperalignment_params=None,
+    method="procrustes",
+    alignment_params=None,
+    model_file=None,
+    new_subjects=None,
     model_label=None,
     dataset_links=None,
     confounds_strategy=None,
@@ -94,12 +149,15 @@ def init_group_hyperalignment_wf(
     name="group_hyperalignment_wf",
 ):
     """
-    Procrustes hyperalignment of every subject into a common model space.
+    Functional alignment of every subject into a common model space, and its evaluation.
 
     Each subject's training and test runs are cleaned inside the ROI (a MapNode over
-    subjects), the subjects are joined, hyperalignment (PyMVPA's three levels) is fit
-    on the training runs, and between-subject classification on the test runs compares
-    anatomical alignment, hyperalignment and within-subject decoding.
+    subjects), the subjects are joined, and either the alignment (Procrustes
+    hyperalignment, ridge hyperalignment or a shared response model) is fitted on the
+    training runs, or, with ``model_file``, the new subjects are mapped into an existing
+    model without refitting it. Between-subject classification on the test runs compares
+    anatomical and functional alignment; inter-subject correlation maps (segments mode)
+    show it voxel by voxel.
 
     Workflow Graph
         .. workflow::
@@ -114,7 +172,8 @@ def init_group_hyperalignment_wf(
     Parameters
     ----------
     subjects : list of str
-        Subject labels, in the order of the inputnode lists.
+        Subject labels, in the order of the inputnode lists (with ``model_file``: the
+        model's subjects, in the model's order, then the new subjects).
     output_dir : str
         Derivatives root.
     task : str
@@ -133,8 +192,14 @@ def init_group_hyperalignment_wf(
         Segment length in seconds (segments mode).
     conditions, confounds, detrend, standardize, hrf_delay
         Sample and cleaning options, as at the participant level.
-    hyperalignment_params : dict or None
-        Parameters of :func:`mvpa_flows.core.alignment.hyperalignment.hyperalign`.
+    method : {"procrustes", "ridge", "srm"}
+        Alignment method (:func:`mvpa_flows.core.alignment.evaluate.alignment_estimator`).
+    alignment_params : dict or None
+        Parameters of the method's estimator.
+    model_file : str or None
+        An alignment model written by an earlier run: map ``new_subjects`` into it.
+    new_subjects : list of str or None
+        With ``model_file``: the subjects to map (the last ones of ``subjects``).
     model_label : str or None
         Label of the common model (``to-``/``tpl-`` entities; default ``<task>HA``).
     dataset_links : dict or None
@@ -160,7 +225,7 @@ def init_group_hyperalignment_wf(
     Outputs
     -------
     transform_files
-        One ``_xfm.h5`` per subject.
+        One ``_xfm.h5`` per subject fitted or mapped.
     scores_file
         Between-subject classification table.
     """
@@ -169,25 +234,161 @@ def init_group_hyperalignment_wf(
     model = model_label or f"{task}HA"
     space_ents = parse_space(space)
     grid = {k: space_ents[k] for k in ("cohort", "res", "den")}
+    mapping = model_file is not None
+    method_desc = ALIGNMENT_METHODS[method]
     workflow = Workflow(name=name)
-    workflow.__desc__ = [GROUP_METHODS, HYPERALIGNMENT_METHODS]
+    workflow.__desc__ = [GROUP_METHODS, NEW_SUBJECTS_METHODS if mapping else method_desc]
+    if mode == "segments":
+        workflow.__desc__.append(ISC_METHODS)
     inputnode = pe.Node(
         niu.IdentityInterface(
-            fields=[
-                "bold_file",
-                "confounds_file",
-                "events_file",
-                "runs",
-                "repetition_time",
-                "roi_mask",
-                "roi_mask_uri",
-            ]
+            fields=["bold_file", "confounds_file", "events_file", "runs",
+                    "repetition_time", "roi_mask", "roi_mask_uri"]
         ),
         name="inputnode",
-    )
+    )  # fmt:skip
     outputnode = pe.Node(
         niu.IdentityInterface(fields=["transform_files", "scores_file"]), name="outputnode"
     )
+    prepare = _prepare_node(
+        subjects, train_runs, test_runs, mode, conditions, confounds, detrend, standardize,
+        hrf_delay, confounds_strategy, confounds_strategy_options,
+    )  # fmt:skip
+    common = dict(
+        subjects=list(subjects),
+        mode=mode,
+        segment_length=segment_length,
+        repetition_time=repetition_time,
+        train_runs=list(train_runs),
+        test_runs=list(test_runs),
+        cleaning=_cleaning(detrend, standardize, hrf_delay if mode == "conditions" else None),
+    )
+    if mapping:
+        fit = pe.Node(
+            MapNewSubjects(model_file=str(model_file), new_subjects=list(new_subjects), **common),
+            name="map_new_subjects",
+        )
+        written = list(new_subjects)
+    else:
+        fit = pe.Node(
+            HyperalignGroup(
+                method=method,
+                alignment_params=dict(alignment_params or {}),
+                model_metadata={
+                    "task": task,
+                    "space": space_label(space_ents),
+                    "session": session,
+                    "model_label": model,
+                },
+                **common,
+            ),
+            name="hyperalign",
+        )
+        written = list(subjects)
+    meta = pe.Node(
+        niu.Function(function=_transform_metadata, output_names=["out"]), name="transform_metadata"
+    )
+    ds_xfm = _sink(
+        "ds_transforms",
+        output_dir,
+        dataset_links,
+        {"from": space_ents["space"] or "boldref", "to": model, "mode": "image",
+         "desc": method, "suffix": "xfm"},
+        "Map of the subject's ROI voxels into the common model space "
+        f"({METHOD_NAMES[method]}).",
+        mapnode=True,
+        sidecar=sidecar,
+    )  # fmt:skip
+    ds_xfm.inputs.base_entities = [
+        {"subject": s, "session": session, "task": task, **grid} for s in written
+    ]
+    group_entities = {"session": session, "task": task, **space_ents}
+    scores_desc = "bscmapped" if mapping else "bsc"
+    ds_scores = _sink(
+        "ds_bsc_scores",
+        output_dir,
+        dataset_links,
+        {"desc": scores_desc, "suffix": "scores"},
+        "Between-subject classification: anatomical alignment, functional alignment and "
+        "within-subject accuracy per "
+        + ("new subject, against the model's subjects." if mapping else "left-out subject."),
+        base_entities=group_entities,
+        sidecar=sidecar,
+    )
+    sources = pe.Node(
+        niu.Function(function=_flat_sources, output_names=["flat", "per_subject"]), name="sources"
+    )
+    sources.inputs.keep = written
+    sources.inputs.subjects = list(subjects)
+    workflow.connect([
+        (inputnode, prepare, [("bold_file", "bold_file"), ("confounds_file", "confounds_file"),
+                              ("events_file", "events_file"), ("runs", "runs"),
+                              ("repetition_time", "repetition_time"),
+                              ("roi_mask", "roi_mask")]),
+        (inputnode, fit, [("roi_mask", "roi_mask")]),
+        (prepare, fit, [("confounds_used", "confounds_used"), ("train_file", "train_files"),
+                        ("test_file", "test_files"),
+                        ("test_samples_file", "test_samples_files")]),
+        (inputnode, sources, [("bold_file", "bold_file"), ("events_file", "events_file")]),
+        (fit, meta, [("metadata", "metadata")]),
+        (inputnode, meta, [("roi_mask_uri", "roi_mask_uri")]),
+        (fit, ds_xfm, [("transform_files", "in_file")]),
+        (sources, ds_xfm, [("per_subject", "source_files")]),
+        (meta, ds_xfm, [("out", "extra_metadata")]),
+        (fit, ds_scores, [("scores_file", "in_file")]),
+        (sources, ds_scores, [("flat", "source_files")]),
+        (meta, ds_scores, [("out", "extra_metadata")]),
+        (fit, outputnode, [("transform_files", "transform_files"),
+                           ("scores_file", "scores_file")]),
+    ])  # fmt:skip
+    if not mapping:
+        ds_model = _sink(
+            "ds_model",
+            output_dir,
+            dataset_links,
+            {"template": model, "desc": "common", "suffix": "model"},
+            f"Alignment model ({METHOD_NAMES[method]}): the common space over the training "
+            "samples and every subject's map (mvpa_flows-alignment-model HDF5).",
+            base_entities=group_entities,
+            sidecar=sidecar,
+        )
+        workflow.connect([
+            (fit, ds_model, [("model_file", "in_file")]),
+            (sources, ds_model, [("flat", "source_files")]),
+            (meta, ds_model, [("out", "extra_metadata")]),
+        ])  # fmt:skip
+    isc = mode == "segments"
+    if isc:
+        _connect_isc(workflow, fit, sources, output_dir, dataset_links, group_entities, sidecar)
+    report_wf = init_bsc_report_wf(
+        output_dir=output_dir, dataset_links=dataset_links, desc=scores_desc, isc=isc
+    )
+    report_wf.inputs.inputnode.base_entities = group_entities
+    workflow.connect([
+        (fit, report_wf, [("scores_file", "inputnode.scores_file"),
+                          ("isc_anatomical", "inputnode.isc_anatomical"),
+                          ("isc_aligned", "inputnode.isc_aligned"),
+                          (("isc_metadata", _listify), "inputnode.isc_metadata")]),
+        (meta, report_wf, [("out", "inputnode.metadata")]),
+        (sources, report_wf, [("flat", "inputnode.source_files")]),
+    ])  # fmt:skip
+    return workflow
+
+
+def _prepare_node(
+    subjects,
+    train_runs,
+    test_runs,
+    mode,
+    conditions,
+    confounds,
+    detrend,
+    standardize,
+    hrf_delay,
+    confounds_strategy,
+    confounds_strategy_options,
+):
+    """Per-subject cleaning of the training and test runs inside the ROI (a MapNode)."""
     prepare = pe.MapNode(
         PrepareTimeseries(
             train_runs=list(train_runs),
@@ -201,107 +402,36 @@ def init_group_hyperalignment_wf(
             confounds_strategy=confounds_strategy,
             confounds_strategy_options=dict(confounds_strategy_options or {}),
         ),
-        iterfield=[
-            "subject",
-            "bold_file",
-            "confounds_file",
-            "events_file",
-            "runs",
-            "repetition_time",
-        ],
+        iterfield=["subject", "bold_file", "confounds_file", "events_file", "runs",
+                   "repetition_time"],
         name="prepare_timeseries",
-    )
+    )  # fmt:skip
     prepare.inputs.subject = list(subjects)
-    fit = pe.Node(
-        HyperalignGroup(
-            subjects=list(subjects),
-            mode=mode,
-            segment_length=segment_length,
-            repetition_time=repetition_time,
-            train_runs=list(train_runs),
-            test_runs=list(test_runs),
-            hyperalignment_params=dict(hyperalignment_params or {}),
-            cleaning=_cleaning(detrend, standardize, hrf_delay if mode == "conditions" else None),
-        ),
-        name="hyperalign",
-    )
-    meta = pe.Node(
-        niu.Function(function=_transform_metadata, output_names=["out"]), name="transform_metadata"
-    )
-    ds_xfm = _sink(
-        "ds_transforms",
-        output_dir,
-        dataset_links,
-        {
-            "from": space_ents["space"] or "boldref",
-            "to": model,
-            "mode": "image",
-            "desc": "procrustes",
-            "suffix": "xfm",
-        },
-        "Procrustes hyperalignment transform of the subject's ROI voxels into the "
-        "common model space.",
-        mapnode=True,
-        sidecar=sidecar,
-    )
-    ds_xfm.inputs.base_entities = [
-        {"subject": s, "session": session, "task": task, **grid} for s in subjects
-    ]
-    group_entities = {"session": session, "task": task, **space_ents}
-    ds_model = _sink(
-        "ds_model",
-        output_dir,
-        dataset_links,
-        {"template": model, "desc": "common", "suffix": "model"},
-        "Common model space: the hyperalignment template (training samples x model dimensions).",
-        base_entities=group_entities,
-        sidecar=sidecar,
-    )
-    ds_scores = _sink(
-        "ds_bsc_scores",
-        output_dir,
-        dataset_links,
-        {"desc": "bsc", "suffix": "scores"},
-        "Between-subject classification, leave one subject out: anatomical "
-        "alignment, hyperalignment and within-subject accuracy per subject.",
-        base_entities=group_entities,
-        sidecar=sidecar,
-    )
-    sources = pe.Node(
-        niu.Function(function=_flat_sources, output_names=["flat", "per_subject"]), name="sources"
-    )
-    workflow.connect([
-        (inputnode, prepare, [("bold_file", "bold_file"), ("confounds_file", "confounds_file"),
-                              ("events_file", "events_file"), ("runs", "runs"),
-                              ("repetition_time", "repetition_time"),
-                              ("roi_mask", "roi_mask")]),
-        (inputnode, fit, [("roi_mask", "roi_mask")]),
-        (prepare, fit, [("confounds_used", "confounds_used")]),
-        (prepare, fit, [("train_file", "train_files"), ("test_file", "test_files"),
-                        ("test_samples_file", "test_samples_files")]),
-        (inputnode, sources, [("bold_file", "bold_file"), ("events_file", "events_file")]),
-        (fit, meta, [("metadata", "metadata")]),
-        (inputnode, meta, [("roi_mask_uri", "roi_mask_uri")]),
-        (fit, ds_xfm, [("transform_files", "in_file")]),
-        (sources, ds_xfm, [("per_subject", "source_files")]),
-        (meta, ds_xfm, [("out", "extra_metadata")]),
-        (fit, ds_model, [("model_file", "in_file")]),
-        (fit, ds_scores, [("scores_file", "in_file")]),
-        (sources, ds_model, [("flat", "source_files")]),
-        (sources, ds_scores, [("flat", "source_files")]),
-        (meta, ds_model, [("out", "extra_metadata")]),
-        (meta, ds_scores, [("out", "extra_metadata")]),
-        (fit, outputnode, [("transform_files", "transform_files"),
-                           ("scores_file", "scores_file")]),
-    ])  # fmt:skip
-    report_wf = init_bsc_report_wf(output_dir=output_dir, dataset_links=dataset_links)
-    report_wf.inputs.inputnode.base_entities = group_entities
-    workflow.connect([
-        (fit, report_wf, [("scores_file", "inputnode.scores_file")]),
-        (meta, report_wf, [("out", "inputnode.metadata")]),
-        (sources, report_wf, [("flat", "inputnode.source_files")]),
-    ])  # fmt:skip
-    return workflow
+    return prepare
+
+
+def _connect_isc(workflow, fit, sources, output_dir, dataset_links, entities, sidecar):
+    """Sinks of the group ISC maps (written when the fit produced them)."""
+    for key, description in (
+        ("anatomical", "Group leave-one-out inter-subject correlation of the test runs "
+         "before alignment (anatomical voxels), Fisher-z averaged over subjects."),
+        ("aligned", "Group leave-one-out inter-subject correlation of the test runs after "
+         "functional alignment, Fisher-z averaged over subjects."),
+    ):  # fmt:skip
+        sink = _sink(
+            f"ds_isc_{key}",
+            output_dir,
+            dataset_links,
+            {"stat": "r", "desc": f"isc{key}", "suffix": "statmap"},
+            description,
+            base_entities=entities,
+            sidecar=sidecar,
+        )
+        workflow.connect([
+            (fit, sink, [(f"isc_{key}", "in_file"),
+                         (("isc_metadata", _listify), "extra_metadata")]),
+            (sources, sink, [("flat", "source_files")]),
+        ])  # fmt:skip
 
 
 def _cleaning(detrend, standardize, hrf_delay):
@@ -309,24 +439,20 @@ def _cleaning(detrend, standardize, hrf_delay):
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _flat_sources(bold_file, events_file):
-    """Sources of group outputs (all subjects) and of each subject's transform."""
+def _flat_sources(bold_file, events_file, subjects, keep):
+    """Sources of group outputs (all subjects) and of each written subject's transform."""
     per_subject = [list(b) + list(e or []) for b, e in zip(bold_file, events_file, strict=True)]
-    return [f for files in per_subject for f in files], per_subject
+    written = [files for s, files in zip(subjects, per_subject, strict=True) if s in keep]
+    return [f for files in per_subject for f in files], written
 
 
 def _transform_metadata(metadata, roi_mask_uri):
     """Sidecar content of the transforms, model and table."""
-    params = metadata.get("HyperalignmentParameters", {})
-    return [
-        dict(
-            metadata,
-            Type="Procrustes hyperalignment (PyMVPA three levels)",
-            Scaling=params.get("scaling"),
-            Reflection=params.get("reflection"),
-            ROIMask=roi_mask_uri,
-        )
-    ]
+    params = metadata.get("AlignmentParameters", {})
+    extra = {}
+    if metadata.get("AlignmentMethod") == "procrustes":
+        extra = {"Scaling": params.get("scaling"), "Reflection": params.get("reflection")}
+    return [dict(metadata, ROIMask=roi_mask_uri, **extra)]
 
 
 def init_group_searchlight_wf(

@@ -6,6 +6,7 @@ from nipype.pipeline import engine as pe
 from mvpa_flows.interfaces.bids import DerivativesDataSink
 from mvpa_flows.interfaces.reports import (
     BSCFigure,
+    ISCFigure,
     MeanImage,
     PValueMapFigure,
     ScoreMapFigure,
@@ -308,7 +309,9 @@ def init_group_searchlight_report_wf(
     return workflow
 
 
-def init_bsc_report_wf(*, output_dir, dataset_links=None, name="bsc_report_wf"):
+def init_bsc_report_wf(
+    *, output_dir, dataset_links=None, desc="bsc", isc=False, name="bsc_report_wf"
+):
     """
     Figure of between-subject classification, stored under ``figures/``.
 
@@ -326,6 +329,10 @@ def init_bsc_report_wf(*, output_dir, dataset_links=None, name="bsc_report_wf"):
         Derivatives root.
     dataset_links : dict or None
         Dataset name -> root, for the sidecars' BIDS URIs.
+    desc : str
+        ``desc-`` of the figure (the table's: ``bsc``, or ``bscmapped`` for new subjects).
+    isc : bool
+        Also draw the inter-subject correlation before and after alignment.
     name : str
         Workflow name.
 
@@ -333,6 +340,8 @@ def init_bsc_report_wf(*, output_dir, dataset_links=None, name="bsc_report_wf"):
     ------
     scores_file
         Between-subject classification table.
+    isc_anatomical, isc_aligned, isc_metadata
+        Group ISC maps and their metadata (with ``isc``).
     metadata
         Its metadata (list of dicts).
     base_entities
@@ -345,7 +354,8 @@ def init_bsc_report_wf(*, output_dir, dataset_links=None, name="bsc_report_wf"):
     workflow = Workflow(name=name)
     inputnode = pe.Node(
         niu.IdentityInterface(fields=["scores_file", "metadata", "base_entities",
-                                      "source_files", "contrast"]),
+                                      "source_files", "contrast", "isc_anatomical",
+                                      "isc_aligned", "isc_metadata"]),
         name="inputnode",
     )  # fmt:skip
     plot = pe.Node(BSCFigure(), name="plot_bsc")
@@ -353,9 +363,27 @@ def init_bsc_report_wf(*, output_dir, dataset_links=None, name="bsc_report_wf"):
         "ds_report_bsc",
         output_dir,
         dataset_links,
-        {"desc": "bsc"},
-        "Between-subject classification accuracy per left-out subject.",
+        {"desc": desc},
+        "Between-subject classification accuracy per subject.",
     )
     workflow.connect([(inputnode, sink, [("base_entities", "base_entities")])])
     _add_figure(workflow, plot, sink, inputnode, [("scores_file", "scores_file")])
+    if isc:
+        plot_isc = pe.Node(ISCFigure(), name="plot_isc")
+        sink_isc = _figure_sink(
+            "ds_report_isc",
+            output_dir,
+            dataset_links,
+            {"desc": "isc"},
+            "Voxel-wise inter-subject correlation before and after alignment.",
+        )
+        workflow.connect([(inputnode, sink_isc, [("base_entities", "base_entities")])])
+        _add_figure(
+            workflow,
+            plot_isc,
+            sink_isc,
+            inputnode,
+            [("isc_anatomical", "isc_anatomical"), ("isc_aligned", "isc_aligned")],
+            metadata="isc_metadata",
+        )
     return workflow

@@ -163,6 +163,10 @@ def test_hyperalign_and_evaluate_fits_once_and_validates_first(monkeypatch):
         )
     assert len(calls) == 1  # nothing fitted for bad input
     assert evaluate_module.__all__ == [
+        "ALIGNMENT_METHODS",
+        "alignment_estimator",
+        "alignment_parameters",
+        "check_alignment",
         "evaluate_new_subjects",
         "hyperalign_and_evaluate",
     ]

@@ -64,12 +64,10 @@ NEW_SUBJECTS_METHODS = MethodsText(
     _CLEANING + "{NewSubjects} were mapped into an existing {Type} model of {ModelSubjects} "
     "(estimated on {TrainingRuns}, {TrainingSamples} samples) without refitting it: each "
     "new subject's map was fitted to the model's common space on its own data of the "
-    "training samples (as the model's subjects were in the final step of the fit) "
-    "[@haxby2011], and every new subject was "
-    + _EVALUATION.replace(
-        "leave-one-subject-out between-subject classification",
-        "between-subject classification against the model's subjects",
-    ),
+    "training samples, as the model's subjects were in the last step of the fit "
+    "[@haxby2011]. Every new subject was evaluated by classification of its {BSCMode}[[ of "
+    "{SegmentLength}]] on {TestRuns} against the model's subjects, against anatomical "
+    "alignment (chance level {ChanceLevel}).",
     describes={"desc": "bscmapped", "suffix": "scores"},
 )
 #: Methods text of the ISC maps.
@@ -80,6 +78,10 @@ ISC_METHODS = MethodsText(
     "(median over voxels {MedianISCAnatomical})[[ and after alignment, in "
     "{AlignedISCSpace} (median {MedianISCAligned})]].",
     describes={"desc": "iscanatomical", "suffix": "statmap"},
+)
+#: The same, for the maps of a run that mapped new subjects into an existing model.
+ISC_MAPPED_METHODS = MethodsText(
+    ISC_METHODS.template, describes={"desc": "iscanatomicalmapped", "suffix": "statmap"}
 )
 #: Methods text of the group searchlight, filled from the sidecar of the group t map.
 GROUP_SEARCHLIGHT_METHODS = MethodsText(
@@ -239,7 +241,7 @@ def init_group_hyperalignment_wf(
     workflow = Workflow(name=name)
     workflow.__desc__ = [GROUP_METHODS, NEW_SUBJECTS_METHODS if mapping else method_desc]
     if mode == "segments":
-        workflow.__desc__.append(ISC_METHODS)
+        workflow.__desc__.append(ISC_MAPPED_METHODS if mapping else ISC_METHODS)
     inputnode = pe.Node(
         niu.IdentityInterface(
             fields=["bold_file", "confounds_file", "events_file", "runs",
@@ -359,9 +361,15 @@ def init_group_hyperalignment_wf(
         ])  # fmt:skip
     isc = mode == "segments"
     if isc:
-        _connect_isc(workflow, fit, sources, output_dir, dataset_links, group_entities, sidecar)
+        _connect_isc(
+            workflow, fit, sources, output_dir, dataset_links, group_entities, sidecar,
+            suffix="mapped" if mapping else "",
+        )  # fmt:skip
     report_wf = init_bsc_report_wf(
-        output_dir=output_dir, dataset_links=dataset_links, desc=scores_desc, isc=isc
+        output_dir=output_dir,
+        dataset_links=dataset_links,
+        desc=scores_desc,
+        isc_desc=("iscmapped" if mapping else "isc") if isc else None,
     )
     report_wf.inputs.inputnode.base_entities = group_entities
     workflow.connect([
@@ -410,8 +418,8 @@ def _prepare_node(
     return prepare
 
 
-def _connect_isc(workflow, fit, sources, output_dir, dataset_links, entities, sidecar):
-    """Sinks of the group ISC maps (written when the fit produced them)."""
+def _connect_isc(workflow, fit, sources, output_dir, dataset_links, entities, sidecar, suffix):
+    """Sinks of the group ISC maps (``desc-isc<key><suffix>``)."""
     for key, description in (
         ("anatomical", "Group leave-one-out inter-subject correlation of the test runs "
          "before alignment (anatomical voxels), Fisher-z averaged over subjects."),
@@ -422,7 +430,7 @@ def _connect_isc(workflow, fit, sources, output_dir, dataset_links, entities, si
             f"ds_isc_{key}",
             output_dir,
             dataset_links,
-            {"stat": "r", "desc": f"isc{key}", "suffix": "statmap"},
+            {"stat": "r", "desc": f"isc{key}{suffix}", "suffix": "statmap"},
             description,
             base_entities=entities,
             sidecar=sidecar,

@@ -310,7 +310,7 @@ def init_group_searchlight_report_wf(
 
 
 def init_bsc_report_wf(
-    *, output_dir, dataset_links=None, desc="bsc", isc=False, name="bsc_report_wf"
+    *, output_dir, dataset_links=None, desc="bsc", isc_desc=None, name="bsc_report_wf"
 ):
     """
     Figure of between-subject classification, stored under ``figures/``.
@@ -331,8 +331,9 @@ def init_bsc_report_wf(
         Dataset name -> root, for the sidecars' BIDS URIs.
     desc : str
         ``desc-`` of the figure (the table's: ``bsc``, or ``bscmapped`` for new subjects).
-    isc : bool
-        Also draw the inter-subject correlation before and after alignment.
+    isc_desc : str or None
+        ``desc-`` of a figure of the inter-subject correlation before and after
+        alignment (None: no such figure).
     name : str
         Workflow name.
 
@@ -341,7 +342,7 @@ def init_bsc_report_wf(
     scores_file
         Between-subject classification table.
     isc_anatomical, isc_aligned, isc_metadata
-        Group ISC maps and their metadata (with ``isc``).
+        Group ISC maps and their metadata (with ``isc_desc``).
     metadata
         Its metadata (list of dicts).
     base_entities
@@ -368,13 +369,13 @@ def init_bsc_report_wf(
     )
     workflow.connect([(inputnode, sink, [("base_entities", "base_entities")])])
     _add_figure(workflow, plot, sink, inputnode, [("scores_file", "scores_file")])
-    if isc:
+    if isc_desc:
         plot_isc = pe.Node(ISCFigure(), name="plot_isc")
         sink_isc = _figure_sink(
             "ds_report_isc",
             output_dir,
             dataset_links,
-            {"desc": "isc"},
+            {"desc": isc_desc},
             "Voxel-wise inter-subject correlation before and after alignment.",
         )
         workflow.connect([(inputnode, sink_isc, [("base_entities", "base_entities")])])

@@ -11,6 +11,7 @@ from conftest import SEARCHLIGHT_GNB, bids_validate, run_app
 
 from mvpa_flows.cli.run import main
 from mvpa_flows.core.alignment.xfm import load_transform
+from mvpa_flows.core.errors import InputValidationError
 
 
 def _group(bids, out, *args):
@@ -203,6 +204,257 @@ def test_sherlock_hyperalignment_beats_anatomical(sherlock_dir, tmp_path):
     assert "classification of movie segments of 18 s on run 2" in citation
     assert not (out / "logs" / "CITATION.md").exists()  # the participant citation is apart
     assert "sub-01, sub-02, sub-03, sub-04, sub-05, sub-06" in (out / "group.html").read_text()
+    # ISC before and after alignment: BIDS-named group maps, a figure, the methods
+    stem = "task-sherlock_space-MNI152NLin6Asym_stat-r_desc-isc{}_statmap"
+    isc = {
+        k: json.loads((out / (stem.format(k) + ".json")).read_text())
+        for k in ("anatomical", "aligned")
+    }
+    roi = np.asarray(nb.load(next(out.glob("tpl-sherlockHA/*_desc-roi_mask.nii.gz"))).dataobj)
+    aligned = nb.load(out / (stem.format("aligned") + ".nii.gz")).get_fdata()[roi > 0]
+    assert np.median(aligned) == pytest.approx(isc["aligned"]["MedianISCAligned"], abs=1e-6)
+    assert isc["aligned"]["MedianISCAligned"] > isc["aligned"]["MedianISCAnatomical"]
+    assert isc["anatomical"]["NumberOfSubjects"] == 6 and isc["anatomical"]["TestRuns"] == [2]
+    assert (out / "figures/task-sherlock_space-MNI152NLin6Asym_desc-isc_figure.svg").is_file()
+    assert "Voxel-wise leave-one-out inter-subject correlation [hasson2004" in citation
+    assert "Procrustes hyperalignment [haxby2011]" in citation
+    assert "Leave-one-out ISC of the test runs" in (out / "group.html").read_text()
+    # the model file is the fitted AlignmentModel, refused for another task
+    from mvpa_flows.core.alignment.model import load_model
+
+    model_file = (
+        out
+        / "tpl-sherlockHA/tpl-sherlockHA_task-sherlock_space-MNI152NLin6Asym_desc-common_model.h5"
+    )
+    model = load_model(model_file, task="sherlock", space="MNI152NLin6Asym")
+    assert model.subjects == ["01", "02", "03", "04", "05", "06"] and model.n_samples == 946
+    assert model.metadata["train_runs"] == [1] and int(model.roi.sum()) == 481
+    with pytest.raises(InputValidationError, match="is a model of task 'sherlock'"):
+        load_model(model_file, task="movie")
     errors, _ = bids_validate(out)
     assert errors == []
+    # a model of four subjects, then the other two mapped into it without refitting
+    small = tmp_path / "small"
+    base = "--analyses hyperalignment --confounds none --ha-train-runs 1 --ha-test-runs 2"
+    assert run_app(sherlock_dir, small, "group", f"{base} --participant-label 01 02 03 04") == 0
+    folder = small / "tpl-sherlockHA"
+    model_before = sorted((p.name, p.read_bytes()) for p in folder.iterdir())
+    assert (
+        run_app(
+            sherlock_dir,
+            small,
+            "group",
+            f"--analyses hyperalignment --confounds none --ha-model {folder}",
+            work=tmp_path / "work2",
+        )
+        == 0
+    )
+    assert sorted((p.name, p.read_bytes()) for p in folder.iterdir()) == model_before
+    mapped = pd.read_csv(
+        small / "task-sherlock_space-MNI152NLin6Asym_desc-bscmapped_scores.tsv",
+        sep="\t",
+        dtype={"subject": str},
+    )
+    assert mapped["subject"].tolist() == ["05", "06"]
+    in_fit = scores.assign(subject=scores["subject"].astype(str).str.zfill(2)).set_index("subject")
+    # measured: mapped 0.200/0.294, in the 6-subject fit 0.212/0.341 (89%)
+    assert mapped["hyperaligned"].mean() >= 0.85 * in_fit.loc[["05", "06"], "hyperaligned"].mean()
+    assert (mapped["hyperaligned"] > mapped["anatomical"]).all()
+    for subject in ("05", "06"):
+        assert (
+            small / f"sub-{subject}/func/sub-{subject}_task-sherlock_from-MNI152NLin6Asym_to-"
+            "sherlockHA_mode-image_desc-procrustes_xfm.h5"
+        ).is_file()
+    meta = json.loads(
+        (small / "task-sherlock_space-MNI152NLin6Asym_desc-bscmapped_scores.json").read_text()
+    )
+    assert meta["ModelSubjects"] == ["01", "02", "03", "04"] and meta["NewSubjects"] == [
+        "05",
+        "06",
+    ]
+    citation = (small / "logs" / "CITATION_group.md").read_text()
+    assert "sub-05 and sub-06 were mapped into an existing Procrustes" in citation
+    assert (small / (stem.format("alignedmapped") + ".nii.gz")).is_file()
+    errors, _ = bids_validate(small)
+    assert errors == []
     shutil.rmtree(tmp_path / "work", ignore_errors=True)
+    shutil.rmtree(tmp_path / "work2", ignore_errors=True)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    "method, options, cited",
+    [
+        (
+            "ridge",
+            "--ha-alphas 100 1000 10000 --ha-cv-blocks 3",
+            "ridge regression [bazeille2021]",
+        ),
+        ("srm", "--ha-n-components 10 --ha-n-iter 3", "probabilistic shared response model"),
+    ],
+    ids=["ridge", "srm"],
+)
+def test_sherlock_ridge_and_srm(method, options, cited, sherlock_dir, tmp_path):
+    """Each method end to end on three subjects, small parameters (CI time)."""
+    out = tmp_path / "out"
+    base = "--analyses hyperalignment --confounds none --ha-train-runs 1 --ha-test-runs 2"
+    assert (
+        run_app(
+            sherlock_dir,
+            out,
+            "group",
+            f"{base} --participant-label 01 02 03 --ha-method {method} {options}",
+        )
+        == 0
+    )
+    scores = pd.read_csv(out / "task-sherlock_space-MNI152NLin6Asym_desc-bsc_scores.tsv", sep="\t")
+    assert scores["hyperaligned"].mean() > scores["anatomical"].mean()
+    meta = json.loads(
+        (out / "task-sherlock_space-MNI152NLin6Asym_desc-bsc_scores.json").read_text()
+    )
+    params = meta["AlignmentParameters"]
+    assert meta["AlignmentMethod"] == method
+    if method == "ridge":
+        assert params["alphas"] == [100.0, 1000.0, 10000.0] and params["cv_blocks"] == 3
+        assert set(meta["ChosenPenalties"]) <= {100.0, 1000.0, 10000.0}
+    else:
+        # defaults recorded, not left implicit
+        assert params == {
+            "method": "probabilistic",
+            "n_components": 10,
+            "n_iter": 3,
+            "random_state": 0,
+        }
+        assert meta["ModelDimensions"] == 10 and meta["RandomSeed"] == 0
+    xfm = (
+        out / "sub-02/func/sub-02_task-sherlock_from-MNI152NLin6Asym_to-sherlockHA_mode-image_"
+        f"desc-{method}_xfm.h5"
+    )
+    transform, _ = load_transform(xfm)
+    assert transform.kind == method
+    isc = json.loads(
+        (
+            out / "task-sherlock_space-MNI152NLin6Asym_stat-r_desc-iscaligned_statmap.json"
+        ).read_text()
+    )
+    assert isc["MedianISCAligned"] > isc["MedianISCAnatomical"]
+    citation = (out / "logs" / "CITATION_group.md").read_text()
+    assert cited in citation and "Procrustes hyperalignment [" not in citation
+    errors, _ = bids_validate(out)
+    assert errors == []
+
+
+# ------------------------------------------------------------ methods and models
+
+
+def _handmade_model(bids, out, subjects=("01",), task="objects", n_samples=None, voxels=None):
+    """A model of the synthetic data written as the app writes one (without fitting it)."""
+    from mvpa_flows.core.alignment.maps import ProcrustesMap
+    from mvpa_flows.core.alignment.model import AlignmentModel
+
+    func = bids / "derivatives/fmriprep/sub-01/func"
+    masks = sorted(bids.glob("derivatives/fmriprep/sub-*/func/*_desc-brain_mask.nii.gz"))
+    roi = np.logical_and.reduce([np.asarray(nb.load(m).dataobj) > 0 for m in masks])
+    n_vox = int(roi.sum()) if voxels is None else voxels
+    if n_samples is None:
+        n_samples = sum(
+            nb.load(func / f"sub-01_task-objects_run-{r}_desc-preproc_bold.nii.gz").shape[3]
+            for r in (1, 2)
+        )
+    maps = [ProcrustesMap(1.0, np.zeros(n_vox), np.zeros(n_vox), dense=np.eye(n_vox))]
+    model = AlignmentModel(
+        "procrustes",
+        np.random.default_rng(0).standard_normal((n_samples, n_vox)),
+        maps * len(subjects),
+        subjects=list(subjects),
+        metadata={
+            "task": task,
+            "space": "native (no space- entity)",
+            "train_runs": [1, 2],
+            "test_runs": [3],
+            "model_label": "objectsHA",
+        },
+    )
+    folder = out / "tpl-objectsHA"
+    folder.mkdir(parents=True)
+    model.save(folder / "tpl-objectsHA_task-objects_desc-common_model.h5")
+    img = nb.load(masks[0])
+    nb.Nifti1Image(roi.astype(np.uint8), img.affine).to_filename(
+        folder / "tpl-objectsHA_task-objects_desc-roi_mask.nii.gz"
+    )
+    return folder
+
+
+MODEL_BAD = {
+    "no folder": ({}, ["--ha-model", "{out}/nowhere"], 64, "--ha-model .*nowhere: no such folder"),
+    "other task": (
+        {"task": "movie"},
+        ["--participant-label", "02"],
+        16,
+        "is a model of task 'movie', not of task 'objects'",
+    ),
+    "other samples": (
+        {"n_samples": 50},
+        ["--participant-label", "02"],
+        16,
+        r"was fitted on 50 training samples .* selected subjects have \d+ volumes",
+    ),
+    "other voxels": (
+        {"voxels": 7},
+        ["--participant-label", "02"],
+        16,
+        r"maps \[7\] voxels per subject, but its ROI gives \d+ voxels",
+    ),
+    "subject in the model": (
+        {},
+        ["--participant-label", "01"],
+        64,
+        "--participant-label 01: already in the model",
+    ),
+    "no new subject": ({"subjects": ("01", "02")}, [], 16, "No subject outside the model"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_BAD))
+def test_ha_model_refusals(case, synthetic_bids, tmp_path, capsys):
+    """A model that cannot hold the subjects is refused before any data are cleaned."""
+    import re
+
+    kwargs, args, code, message = MODEL_BAD[case]
+    out = tmp_path / "out"
+    folder = _handmade_model(synthetic_bids, out, **kwargs)
+    args = [a.replace("{out}", str(out)) for a in args]
+    if "--ha-model" not in args:
+        args += ["--ha-model", str(folder)]
+    assert _group(synthetic_bids, out, "--analyses", "hyperalignment", *args) == code
+    assert re.search(message, capsys.readouterr().err.replace("\n", " "))
+    assert not list(out.glob("sub-*")) and not list(out.glob("*_scores.tsv"))
+    assert not (tmp_path / "work" / "mvpa_flows_group_wf").exists()
+
+
+METHOD_BAD = {
+    "srm components": (
+        ["--ha-method", "srm", "--ha-n-components", "5000"],
+        16,
+        r"Option --ha-n-components=5000 exceeds the \d+ (voxels|training samples)",
+    ),
+    "ridge blocks": (
+        ["--ha-method", "ridge", "--ha-cv-blocks", "500"],
+        16,
+        "at least 3 contiguous training blocks .* cv_blocks=500|--ha-cv-blocks=500",
+    ),
+    "ridge two blocks": (["--ha-method", "ridge", "--ha-cv-blocks", "2"], 64, "ha_cv_blocks"),
+    "negative penalty": (["--ha-method", "ridge", "--ha-alphas", "-1"], 64, "ha_alphas"),
+    "unknown method": (["--ha-method", "cca"], 64, "invalid choice: 'cca'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(METHOD_BAD))
+def test_alignment_method_refusals(case, synthetic_bids, tmp_path, capsys):
+    import re
+
+    args, code, message = METHOD_BAD[case]
+    out = tmp_path / "out"
+    assert _group(synthetic_bids, out, "--analyses", "hyperalignment", *args) == code
+    assert re.search(message, capsys.readouterr().err.replace("\n", " "))
+    assert not (tmp_path / "work" / "mvpa_flows_group_wf").exists()

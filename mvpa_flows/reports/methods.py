@@ -405,6 +405,12 @@ LABELS = {
     "ReferenceSubject": "Reference subject",
     "NumberOfFeatures": "Voxels in the ROI",
     "TrainingSamples": "Training samples",
+    "AlignmentMethod": "Alignment method",
+    "AlignmentParameters": "Alignment parameters",
+    "ModelDimensions": "Common space dimensions",
+    "ChosenPenalties": "Ridge penalty chosen (per subject)",
+    "ModelSubjects": "Model subjects",
+    "NewSubjects": "New subjects mapped",
 }
 
 _TABLE_WORDS = {

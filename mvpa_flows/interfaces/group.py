@@ -259,6 +259,10 @@ class _MapNewSubjectsInputSpec(_AlignmentInputSpec):
     )
 
 
+class _MapNewSubjectsOutputSpec(_AlignmentOutputSpec):
+    pass
+
+
 class MapNewSubjects(SimpleInterface):
     """Map new subjects into a fitted model without refitting it; evaluate them.
 
@@ -268,7 +272,7 @@ class MapNewSubjects(SimpleInterface):
     """
 
     input_spec = _MapNewSubjectsInputSpec
-    output_spec = _AlignmentOutputSpec
+    output_spec = _MapNewSubjectsOutputSpec
 
     def _run_interface(self, runtime):
         model = load_model(self.inputs.model_file)

@@ -273,7 +273,7 @@ def test_sherlock_hyperalignment_beats_anatomical(sherlock_dir, tmp_path):
         "06",
     ]
     citation = (small / "logs" / "CITATION_group.md").read_text()
-    assert "sub-05 and sub-06 were mapped into an existing Procrustes" in citation
+    assert "sub-05 and sub-06 were mapped into an existing alignment model (Procrustes" in citation
     assert (small / (stem.format("alignedmapped") + ".nii.gz")).is_file()
     errors, _ = bids_validate(small)
     assert errors == []

@@ -59,17 +59,24 @@ ALIGNMENT_METHODS = {
         describes=_BSC,
     ),
 }
-#: Methods text of new subjects mapped into an existing model.
-NEW_SUBJECTS_METHODS = MethodsText(
-    _CLEANING + "{NewSubjects} were mapped into an existing {Type} model of {ModelSubjects} "
-    "(estimated on {TrainingRuns}, {TrainingSamples} samples) without refitting it: each "
-    "new subject's map was fitted to the model's common space on its own data of the "
-    "training samples, as the model's subjects were in the last step of the fit "
-    "[@haxby2011]. Every new subject was evaluated by classification of its {BSCMode}[[ of "
-    "{SegmentLength}]] on {TestRuns} against the model's subjects, against anatomical "
-    "alignment (chance level {ChanceLevel}).",
-    describes={"desc": "bscmapped", "suffix": "scores"},
-)
+#: Methods text of new subjects mapped into an existing model, by the model's method.
+NEW_SUBJECTS_METHODS = {
+    method: MethodsText(
+        _CLEANING + "{NewSubjects} were mapped into an existing alignment model ({Type}) of "
+        "{ModelSubjects} (estimated on {TrainingRuns}, {TrainingSamples} samples) without "
+        "refitting it: each new subject's map was fitted to the model's common space on its "
+        "own data of the training samples, as the model's subjects were in the last step "
+        f"of the fit [{cite}]. Every new subject was evaluated by classification of its "
+        "{BSCMode}[[ of {SegmentLength}]] on {TestRuns} against the model's subjects, "
+        "against anatomical alignment (chance level {ChanceLevel}).",
+        describes={"desc": "bscmapped", "suffix": "scores"},
+    )
+    for method, cite in (
+        ("procrustes", "@haxby2011"),
+        ("ridge", "@haxby2011; @bazeille2021"),
+        ("srm", "@chen2015"),
+    )
+}
 #: Methods text of the ISC maps.
 ISC_METHODS = MethodsText(
     "Voxel-wise leave-one-out inter-subject correlation [@hasson2004; @nastase2019] of the "
@@ -239,7 +246,7 @@ def init_group_hyperalignment_wf(
     mapping = model_file is not None
     method_desc = ALIGNMENT_METHODS[method]
     workflow = Workflow(name=name)
-    workflow.__desc__ = [GROUP_METHODS, NEW_SUBJECTS_METHODS if mapping else method_desc]
+    workflow.__desc__ = [GROUP_METHODS, NEW_SUBJECTS_METHODS[method] if mapping else method_desc]
     if mode == "segments":
         workflow.__desc__.append(ISC_MAPPED_METHODS if mapping else ISC_METHODS)
     inputnode = pe.Node(

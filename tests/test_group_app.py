@@ -338,6 +338,7 @@ def test_sherlock_ridge_and_srm(method, options, cited, sherlock_dir, tmp_path):
         ).read_text()
     )
     assert isc["MedianISCAligned"] > isc["MedianISCAnatomical"]
+    assert isc["AlignmentParameters"] == params and isc["TrainingRuns"] == [1]
     citation = (out / "logs" / "CITATION_group.md").read_text()
     assert cited in citation and "Procrustes hyperalignment [" not in citation
     errors, _ = bids_validate(out)
@@ -412,6 +413,12 @@ MODEL_BAD = {
         "--participant-label 01: already in the model",
     ),
     "no new subject": ({"subjects": ("01", "02")}, [], 16, "No subject outside the model"),
+    "other method": (
+        {},
+        ["--participant-label", "02", "--ha-method", "srm"],
+        64,
+        "--ha-method srm: the model .* is a procrustes model",
+    ),
 }
 
 

@@ -395,6 +395,12 @@ def run_hyperalignment(config, described):
     if config.ha_model:
         model_path, model = find_model(config.ha_model)
         loaded = load_model(model_path)
+        if config.ha_method != "procrustes" and config.ha_method != loaded.method:
+            raise UsageError(
+                f"--ha-method {config.ha_method}: the model in --ha-model {model_path.name} "
+                f"is a {loaded.method} model, and new subjects are mapped with the model's "
+                "own method. Drop --ha-method, or fit a new model without --ha-model."
+            )
         _model_subjects(config, loaded)
     files = collect_files(config)
     if loaded is not None:

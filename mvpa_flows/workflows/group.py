@@ -369,7 +369,7 @@ def init_group_hyperalignment_wf(
     isc = mode == "segments"
     if isc:
         _connect_isc(
-            workflow, fit, sources, output_dir, dataset_links, group_entities, sidecar,
+            workflow, fit, meta, sources, output_dir, dataset_links, group_entities, sidecar,
             suffix="mapped" if mapping else "",
         )  # fmt:skip
     report_wf = init_bsc_report_wf(
@@ -425,8 +425,13 @@ def _prepare_node(
     return prepare
 
 
-def _connect_isc(workflow, fit, sources, output_dir, dataset_links, entities, sidecar, suffix):
-    """Sinks of the group ISC maps (``desc-isc<key><suffix>``)."""
+def _connect_isc(
+    workflow, fit, meta, sources, output_dir, dataset_links, entities, sidecar, suffix
+):
+    """Sinks of the group ISC maps (``desc-isc<key><suffix>``): the alignment's metadata
+    (method, parameters, runs) and the ISC facts in their sidecars."""
+    merged = pe.Node(niu.Merge(2), name="isc_metadata", run_without_submitting=True)
+    workflow.connect([(meta, merged, [("out", "in1")]), (fit, merged, [("isc_metadata", "in2")])])
     for key, description in (
         ("anatomical", "Group leave-one-out inter-subject correlation of the test runs "
          "before alignment (anatomical voxels), Fisher-z averaged over subjects."),
@@ -443,8 +448,8 @@ def _connect_isc(workflow, fit, sources, output_dir, dataset_links, entities, si
             sidecar=sidecar,
         )
         workflow.connect([
-            (fit, sink, [(f"isc_{key}", "in_file"),
-                         (("isc_metadata", _listify), "extra_metadata")]),
+            (fit, sink, [(f"isc_{key}", "in_file")]),
+            (merged, sink, [("out", "extra_metadata")]),
             (sources, sink, [("flat", "source_files")]),
         ])  # fmt:skip
 

@@ -27,6 +27,7 @@ from mvpa_flows.core.alignment.isc import isc, isc_maps, mean_isc
 from mvpa_flows.core.alignment.maps import LinearMap, ProcrustesMap, RidgeMap, SRMMap
 from mvpa_flows.core.alignment.model import AlignmentModel, load_model
 from mvpa_flows.core.alignment.procrustes import procrustes
+from mvpa_flows.core.alignment.searchlight import SearchlightHyperalignment
 from mvpa_flows.core.alignment.srm import SharedResponseModel
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "ProcrustesMap",
     "RidgeMap",
     "SRMMap",
+    "SearchlightHyperalignment",
     "SharedResponseModel",
     "evaluate_new_subjects",
     "hyperalign_and_evaluate",

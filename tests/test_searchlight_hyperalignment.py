@@ -1,0 +1,344 @@
+"""Searchlight hyperalignment: agreement with a PyMVPA transcription, chunks, I/O, errors."""
+
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import pymvpa_searchlight_reference as ref
+from pymvpa_reference import ProcrusteanMapper
+from sklearn.base import clone
+
+from mvpa_flows.core.alignment.procrustes import UnderdeterminedRotationWarning
+from mvpa_flows.core.alignment.searchlight import (
+    SearchlightHyperalignment,
+    SparseTransform,
+    _polar,
+    load_model,
+    load_partial,
+    load_transform,
+    save_model,
+    save_partial,
+    save_transform,
+    scatter_centres,
+)
+from mvpa_flows.core.errors import InputValidationError
+from mvpa_flows.hyperalignment import SearchlightHyperalignment as PublicSearchlightHyperalignment
+
+VOXEL = 2.0  # mm; the reference counts radii in voxels
+
+
+def _data(shape=(5, 6, 5), n_subjects=4, n_samples=80, seed=0, hole=True):
+    """Z-scored subjects sharing a response, each with its own voxel mixing and noise."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(shape, bool)
+    mask[1:-1, 1:-1, 1:-1] = True
+    if hole:
+        mask[2, 2, 2] = False
+    V = int(mask.sum())
+    shared = rng.standard_normal((n_samples, V))
+    dss = []
+    for _ in range(n_subjects):
+        Q = np.linalg.qr(rng.standard_normal((V, V)))[0]
+        X = shared @ (np.eye(V) + 0.3 * Q) + 0.5 * rng.standard_normal((n_samples, V))
+        dss.append(ref.zscore(X))
+    affine = np.diag([VOXEL, VOXEL, VOXEL, 1.0])
+    return nib.Nifti1Image(mask.astype(np.uint8), affine), mask, dss
+
+
+def _dense(m):
+    return np.asarray(m.todense())
+
+
+CASES = [
+    {},
+    {"sparse_radius": 2},
+    {"featsel": 0.7},
+    {"featsel": 0.7, "use_same_features": True},
+    {"featsel": 20},
+    {"exclude_from_model": [2]},
+    {"ref_ds": 1},
+    {"combine_neighbormappers": False},
+    {"combine_neighbormappers": False, "featsel": 0.6},
+    {"zscore_common": False},
+    {"level2_n_iter": 2},
+    {"level2_n_iter": 0},
+    {"scaling": False},
+]
+
+
+@pytest.mark.parametrize("params", CASES, ids=[str(c) or "defaults" for c in CASES])
+def test_agrees_with_step_by_step_pymvpa(params):
+    img, mask, dss = _data()
+    voxel_indices = np.stack(np.where(mask), axis=1)
+    ref_kw = dict(params)
+    ha_kw = {}
+    for key in ("zscore_common", "scaling"):
+        if key in ref_kw:
+            ha_kw[key] = ref_kw.pop(key)
+    if "level2_n_iter" in ref_kw:
+        ha_kw["level2_niter"] = ref_kw.pop("level2_n_iter")
+    expected = ref.searchlight_hyperalignment(
+        dss, voxel_indices, radius=2, dtype="float64", **ref_kw, **ha_kw
+    )
+    ours = dict(params)
+    if "sparse_radius" in ours:
+        ours["sparse_radius"] *= VOXEL
+    sl = SearchlightHyperalignment(img, radius=2 * VOXEL, dtype="float64", **ours).fit(dss)
+    for t, e in zip(sl.transforms_, expected, strict=True):
+        np.testing.assert_allclose(_dense(t.matrix), _dense(e), rtol=0, atol=1e-8)
+        # PyMVPA's forward: X @ proj, no offsets
+        np.testing.assert_allclose(t.transform(dss[0]), dss[0] @ e, atol=1e-8)
+
+
+def test_float32_default_is_pymvpas_float32_sum():
+    img, mask, dss = _data(seed=3)
+    expected = ref.searchlight_hyperalignment(dss, np.stack(np.where(mask), axis=1), radius=2)
+    sl = SearchlightHyperalignment(img, radius=2 * VOXEL).fit(dss)
+    for t, e in zip(sl.transforms_, expected, strict=True):
+        assert t.matrix.dtype == np.float32 and e.dtype == np.float32
+        # PyMVPA rounds every local map to float32 before adding; we round the sum once
+        np.testing.assert_allclose(_dense(t.matrix), _dense(e), rtol=0, atol=2e-6)
+
+
+def test_sparse_centres_are_pymvpas_scatter():
+    rng = np.random.default_rng(0)
+    mask = rng.random((9, 8, 7)) < 0.6
+    coords = np.stack(np.where(mask), axis=1)
+    for r in (1, 2, 3):
+        expected = sorted(ref.scatter_neighborhoods(coords, r))
+        got = scatter_centres(mask, np.diag([3.0, 3.0, 3.0, 1.0]), 3.0 * r)
+        assert got.tolist() == expected
+    # restricted to candidates (PyMVPA's mask_node_ids, in mask order)
+    cand = np.flatnonzero(rng.random(len(coords)) < 0.5)
+    expected = sorted(cand[ref.scatter_neighborhoods(coords[cand], 2)])
+    got = scatter_centres(mask, np.diag([3.0, 3.0, 3.0, 1.0]), 6.0, candidates=cand)
+    assert got.tolist() == expected
+
+
+def test_batched_polar_matches_procrustes_polar():
+    from mvpa_flows.core.alignment.procrustes import _polar as polar_one
+
+    rng = np.random.default_rng(1)
+    mats = [rng.standard_normal((7, 7)) for _ in range(3)]
+    U, _, Vt = np.linalg.svd(rng.standard_normal((7, 7)))
+    mats.append(U @ np.diag(np.logspace(0, -5, 7)) @ Vt)  # Newton-Schulz branch
+    mats.append(U @ np.diag(np.logspace(0, -9, 7)) @ Vt)  # SVD branch
+    mats.append(U[:, :4] @ np.diag([3.0, 2.0, 1.0, 0.5]) @ Vt[:4])  # rank 4
+    mats.append(np.zeros((7, 7)))
+    for reflection in (True, False):
+        P, trace, rank = _polar(np.stack(mats), reflection)
+        for b, M in enumerate(mats):
+            P1, tr1, r1 = polar_one(M, reflection)
+            np.testing.assert_allclose(P[b], P1, atol=1e-10)
+            assert trace[b] == pytest.approx(tr1, abs=1e-12)
+            assert rank[b] == r1
+
+
+def test_chunks_merge_bit_for_bit_in_any_order_and_n_jobs():
+    img, _, dss = _data(seed=2)
+    sl = SearchlightHyperalignment(img, radius=2 * VOXEL)
+    whole = clone(sl).fit(dss)
+    parts = [sl.fit_partial(dss, chunk=k, n_chunks=5) for k in range(5)]
+    merged = clone(sl).merge_partials(parts[::-1])
+    threaded = clone(sl).set_params(n_jobs=2).fit(dss)
+    for other in (merged, threaded):
+        for a, b in zip(whole.transforms_, other.transforms_, strict=True):
+            assert np.array_equal(a.matrix.indptr, b.matrix.indptr)
+            assert np.array_equal(a.matrix.indices, b.matrix.indices)
+            assert np.array_equal(a.matrix.data, b.matrix.data)
+        assert np.array_equal(whole.template_, other.template_)
+
+
+def test_partials_round_trip_hdf5_and_refuse_gaps(tmp_path):
+    img, _, dss = _data(seed=4)
+    sl = SearchlightHyperalignment(img, radius=2 * VOXEL, sparse_radius=2 * VOXEL)
+    paths = [
+        save_partial(tmp_path / f"chunk-{k}.h5", sl.fit_partial(dss, chunk=k, n_chunks=3))
+        for k in range(3)
+    ]
+    merged = clone(sl).merge_partials([load_partial(p) for p in paths])
+    whole = clone(sl).fit(dss)
+    for a, b in zip(whole.transforms_, merged.transforms_, strict=True):
+        assert np.array_equal(a.matrix.data, b.matrix.data)
+    with pytest.raises(InputValidationError, match="cover"):
+        clone(sl).merge_partials([load_partial(p) for p in paths[:2]])
+    other = sl.fit_partial([X[::-1].copy() for X in dss], chunk=2, n_chunks=3)
+    with pytest.raises(InputValidationError, match="other data"):
+        clone(sl).merge_partials([load_partial(p) for p in paths[:2]] + [other])
+    with pytest.raises(InputValidationError, match="other parameters"):
+        clone(sl).set_params(radius=3 * VOXEL).merge_partials([load_partial(p) for p in paths])
+    with pytest.raises(InputValidationError, match="chunk"):
+        sl.fit_partial(dss, chunk=3, n_chunks=3)
+
+
+def test_transform_inverse_and_zscoring():
+    img, mask, dss = _data(seed=5)
+    sl = SearchlightHyperalignment(img, radius=2 * VOXEL, dtype="float64").fit(dss)
+    rng = np.random.default_rng(0)
+    new = [rng.standard_normal((30, d.shape[1])) for d in dss]
+    for t, X, Y in zip(sl.transforms_, new, sl.transform(new), strict=True):
+        np.testing.assert_allclose(Y, X @ t.matrix.toarray(), atol=1e-12)
+    back = sl.inverse_transform(sl.transform(new))
+    for t, X, B in zip(sl.transforms_, new, back, strict=True):
+        T = t.matrix.toarray()
+        np.testing.assert_allclose(B, X @ T @ T.T, atol=1e-10)  # PyMVPA's recon: proj.T
+    # zscore_output: every mapped voxel z-scored over samples
+    z = clone(sl).set_params(zscore_output=True).fit(dss).transform(new)
+    np.testing.assert_allclose(z[0], ref.zscore(sl.transform(new)[0]), atol=1e-10)
+    # zscore_all: fitting raw data equals fitting the z-scored data; transform z-scores
+    raw = [d * rng.uniform(0.5, 3, d.shape[1]) + rng.normal(size=d.shape[1]) for d in dss]
+    with pytest.warns(UserWarning, match="not z-scored"):
+        SearchlightHyperalignment(img, radius=2 * VOXEL).fit(raw)
+    za = SearchlightHyperalignment(img, radius=2 * VOXEL, dtype="float64", zscore_all=True)
+    za.fit(raw)
+    for a, b in zip(za.transforms_, sl.transforms_, strict=True):
+        np.testing.assert_allclose(a.matrix.toarray(), b.matrix.toarray(), atol=1e-8)
+    np.testing.assert_allclose(za.transform(raw)[1], sl.transform(dss)[1], atol=1e-8)
+
+
+def _reference_level3(datasets_sub, template, mask, radius_vox, centres=None):
+    """Per-sphere Procrustes of one subject onto template columns, summed (reference)."""
+    vi = np.stack(np.where(mask), axis=1)
+    qe = ref.IndexQueryEngine(vi, radius_vox)
+    V = len(vi)
+    T = np.zeros((V, V))
+    for c in range(V) if centres is None else centres:
+        ids = qe[c]
+        m = ProcrusteanMapper().train(datasets_sub[:, ids], template[:, ids])
+        T[np.ix_(ids, ids)] += m.proj
+    return T
+
+
+def test_fit_subject_maps_a_new_subject_onto_the_template():
+    img, mask, dss = _data(n_subjects=5, seed=6)
+    sl = SearchlightHyperalignment(img, radius=2 * VOXEL, dtype="float64").fit(dss[:4])
+    # the template: each voxel's mean over the local common spaces, z-scored
+    assert sl.template_.shape == dss[0].shape
+    np.testing.assert_allclose(sl.template_.std(axis=0), 1.0)
+    t = sl.fit_subject(dss[4])
+    assert isinstance(t, SparseTransform)
+    expected = _reference_level3(dss[4], sl.template_, mask, 2)
+    np.testing.assert_allclose(t.matrix.toarray(), expected, atol=1e-8)
+    # the new subject lands closer to the training subjects than without alignment
+    common = np.mean(sl.transform(dss[:4]), axis=0)
+    r_new = np.corrcoef(t.transform(dss[4]).ravel(), common.ravel())[0, 1]
+    r_anat = np.corrcoef(dss[4].ravel(), common.ravel())[0, 1]
+    assert r_new > r_anat
+    with pytest.raises(InputValidationError, match="same training samples"):
+        sl.fit_subject(dss[4][:50])
+
+
+def test_mask_common_space_is_roi_template_then_local_level3():
+    img, mask, dss = _data(seed=7)
+    sl = SearchlightHyperalignment(
+        img, radius=2 * VOXEL, common_space="mask", dtype="float64"
+    ).fit(dss)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnderdeterminedRotationWarning)
+        template = ref.hyperalignment_train(dss, 0)
+    np.testing.assert_allclose(sl.template_, template, atol=1e-8)
+    for t, X in zip(sl.transforms_, dss, strict=True):
+        np.testing.assert_allclose(
+            t.matrix.toarray(), _reference_level3(X, template, mask, 2), atol=1e-8
+        )
+
+
+def test_ridge_level3_against_explicit_solve():
+    img, mask, dss = _data(seed=8, n_samples=40)
+    alpha = 5.0
+    sl = SearchlightHyperalignment(
+        img, radius=2 * VOXEL, method="ridge", alpha=alpha, dtype="float64"
+    ).fit(dss)
+    vi = np.stack(np.where(mask), axis=1)
+    qe = ref.IndexQueryEngine(vi, 2)
+    V = len(vi)
+    expected = [np.zeros((V, V)) for _ in dss]
+    for c in range(V):
+        ids = qe[c]
+        common = ref.hyperalignment_train([d[:, ids] for d in dss], 0)
+        C0 = common - common.mean(axis=0)
+        for k, d in enumerate(dss):
+            A0 = d[:, ids] - d[:, ids].mean(axis=0)
+            W = np.linalg.solve(A0.T @ A0 + alpha * np.eye(len(ids)), A0.T @ C0)
+            expected[k][np.ix_(ids, ids)] += W
+    for t, e in zip(sl.transforms_, expected, strict=True):
+        np.testing.assert_allclose(t.matrix.toarray(), e, atol=1e-8)
+
+
+def test_save_load_transform_and_model(tmp_path):
+    img, mask, dss = _data(seed=9)
+    sl = SearchlightHyperalignment(img, radius=2 * VOXEL, zscore_all=True).fit(dss)
+    path = save_transform(
+        tmp_path / "sub-01_xfm.h5", sl.transforms_[0], mask, img.affine, {"radius": 4.0}
+    )
+    t, info = load_transform(path)
+    assert info["params"]["radius"] == 4.0 and np.array_equal(info["mask"], mask)
+    np.testing.assert_array_equal(t.transform(dss[0]), sl.transforms_[0].transform(dss[0]))
+    mpath = save_model(tmp_path / "model.h5", sl)
+    loaded = load_model(mpath)
+    assert loaded.get_params()["radius"] == sl.radius
+    for a, b in zip(loaded.transform(dss), sl.transform(dss), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(
+        loaded.fit_subject(dss[2]).matrix.toarray(), sl.fit_subject(dss[2]).matrix.toarray()
+    )
+    with pytest.raises(InputValidationError, match="not an mvpa_flows file"):
+        load_transform(mpath)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_sklearn_conventions_and_public_export():
+    img, _, dss = _data(seed=10)
+    assert PublicSearchlightHyperalignment is SearchlightHyperalignment
+    sl = SearchlightHyperalignment(img, radius=4.0, sparse_radius=4.0)
+    assert clone(sl).get_params()["sparse_radius"] == 4.0
+    assert not hasattr(sl, "transforms_")
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        sl.transform(dss)
+    out = sl.fit_transform(dss)
+    assert len(out) == len(dss) and out[0].shape == dss[0].shape
+    assert len(sl.centres_) < dss[0].shape[1]
+
+
+def test_bad_input(tmp_path):
+    img, mask, dss = _data(seed=11)
+    other = mask.copy()
+    other[1, 1, 1] = False
+    other_img = nib.Nifti1Image(other.astype(np.uint8), img.affine)
+    with pytest.raises(InputValidationError, match=r"masks differ.*intersection has 34 voxels"):
+        SearchlightHyperalignment([img, img, other_img, img], radius=4.0).fit(dss)
+    with pytest.raises(InputValidationError, match="35 voxels but mask_img has 34"):
+        SearchlightHyperalignment(other_img, radius=4.0).fit(dss)
+    with pytest.raises(InputValidationError, match="single voxel.*at least 2 voxels"):
+        SearchlightHyperalignment(img, radius=1.5).fit(dss)
+    with pytest.raises(InputValidationError, match="alpha=0.*more training samples than"):
+        SearchlightHyperalignment(img, radius=4.0, method="ridge", alpha=0).fit(
+            [d[:5] for d in dss]
+        )
+    with pytest.raises(InputValidationError, match="'ref_ds'.*exclude_from_model"):
+        SearchlightHyperalignment(img, radius=4.0, exclude_from_model=[0]).fit(dss)
+    with pytest.raises(InputValidationError, match="'radius'"):
+        SearchlightHyperalignment(img, radius=-2).fit(dss)
+    with pytest.raises(InputValidationError, match="'featsel'"):
+        SearchlightHyperalignment(img, radius=4.0, featsel=1.5).fit(dss)
+    with pytest.raises(InputValidationError, match="'method'"):
+        SearchlightHyperalignment(img, radius=4.0, method="srm").fit(dss)
+    with pytest.raises(InputValidationError, match="same samples"):
+        SearchlightHyperalignment(img, radius=4.0).fit([dss[0], dss[1][:50]])
+    dead = [d.copy() for d in dss]
+    dead[3][:, :-1] = 0.0  # only the last voxel varies
+    with pytest.raises(InputValidationError, match="Subject 3 has .* constant"):
+        SearchlightHyperalignment(img, radius=2.0 * VOXEL).fit(dead)
+    nan = [d.copy() for d in dss]
+    nan[1][3, 5] = np.nan
+    with pytest.raises(InputValidationError, match=r"datasets\[1\].*NaN"):
+        SearchlightHyperalignment(img, radius=4.0).fit(nan)
+    with pytest.raises(InputValidationError, match="no file"):
+        SearchlightHyperalignment(tmp_path / "missing.nii.gz", radius=4.0).fit(dss)
+
+
+SHERLOCK = Path(__file__).parents[2] / "shared" / "data" / "sherlock-pmc"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 import pymvpa_searchlight_reference as ref
+import pytest
 from pymvpa_reference import ProcrusteanMapper
 from sklearn.base import clone
 

@@ -239,19 +239,22 @@ def searchlight_hyperalignment(
     dtype="float32",
     mask_node_ids=None,
     centres=None,
+    projections=None,
     **ha_params,
 ):
     """``SearchlightHyperalignment(...)(datasets)``: one (n, n) CSC projection per subject.
 
-    ``centres`` (feature ids) replaces the centre selection of step 2 when given (to run
-    a subset of spheres, e.g. for timing).
+    ``centres`` (feature ids) replaces the centre selection of step 2 when given, and
+    ``projections`` (one CSC matrix per subject) the empty running sums: to time a subset
+    of spheres with running sums of a realistic size.
     """
     datasets = [np.asarray(d, dtype=float) for d in datasets]
     n_features = datasets[ref_ds].shape[1]
     qe = IndexQueryEngine(voxel_indices, radius)
     if centres is None:
         centres = searchlight_centres(voxel_indices, radius, sparse_radius, mask_node_ids)
-    projections = [csc_matrix((n_features, n_features), dtype=dtype) for _ in datasets]
+    if projections is None:
+        projections = [csc_matrix((n_features, n_features), dtype=dtype) for _ in datasets]
     for node in centres:
         ids = qe[node]
         if not ids:

@@ -150,6 +150,15 @@ def _zscore(X):
     return X
 
 
+def _zscore_centred(X):
+    """``_zscore`` for arrays whose columns are centred up to round-off: scale only."""
+    n = X.shape[-2]
+    ss = np.einsum("...ij,...ij->...j", X, X)[..., None, :]
+    inv = np.divide(1.0, np.sqrt(ss / max(n, 1)), out=np.zeros_like(ss), where=ss > 0)
+    X *= inv
+    return X
+
+
 def _polar(M, reflection=True):
     """Polar factors of stacked (B, m, k) matrices, m >= k.
 
@@ -237,33 +246,37 @@ def _polar(M, reflection=True):
 
 
 class _Fit:
-    """Batched Procrustes of centred sources (B, n, v) onto targets (B, n, w)."""
+    """Batched Procrustes of centred sources (B, n, v) onto targets (B, n, w).
 
-    __slots__ = ("P", "scale", "mu", "rank")
+    ``centred_target``: the targets are known to be centred (every intermediate of the
+    local hyperalignment is a combination of centred data), so their mean is not
+    subtracted again; it is zero up to round-off, and the source is centred, so the
+    cross-product is the same.
+    """
 
-    def __init__(self, A0, norm2, target, scaling, reflection):
+    __slots__ = ("P", "scale", "rank")
+
+    def __init__(self, A0, norm2, target, scaling, reflection, centred_target=True):
         if np.any(norm2 <= 0):
             raise InputValidationError(
                 "A searchlight sphere has no voxel that varies over samples for one "
                 "subject; Procrustes needs data that vary. Restrict the mask to voxels "
                 "with signal in every subject."
             )
-        mu = target.mean(axis=1, keepdims=True)
-        M = np.matmul(np.swapaxes(A0, 1, 2), target - mu)
+        if not centred_target:
+            target = target - target.mean(axis=1, keepdims=True)
+        M = np.matmul(np.swapaxes(A0, 1, 2), target)
         P, trace, rank = _polar(M, reflection)
         self.P = P
         self.scale = trace / norm2 if scaling else np.ones(len(P))
-        self.mu = mu
         self.rank = rank
-
-    def project(self, A0):
-        out = np.matmul(A0, self.P)
-        out *= self.scale[:, None, None]
-        out += self.mu
-        return out
 
     def maps(self):
         return self.P * self.scale[:, None, None]
+
+    def project(self, A0):
+        """``scale * A0 @ P`` (the target's mean, zero, is not added back)."""
+        return np.matmul(A0, self.maps())
 
 
 def _ridge_maps(A0, target, alpha):
@@ -280,6 +293,14 @@ def _ridge_maps(A0, target, alpha):
     return np.matmul(At, np.linalg.solve(K, T0))
 
 
+def _mean(arrays):
+    out = arrays[0].copy()
+    for a in arrays[1:]:
+        out += a
+    out /= len(arrays)
+    return out
+
+
 def _local_common(A0, norm2, train, ref, p):
     """Levels 1 and 2 of PyMVPA's hyperalignment in stacked spheres.
 
@@ -291,7 +312,7 @@ def _local_common(A0, norm2, train, ref, p):
     zc = p["zscore_common"]
     common = A0[ref].copy()
     if zc and not p["zscore_all"]:
-        _zscore(common)
+        _zscore_centred(common)
     mapped = {i: A0[i] for i in train}
     counts = 1
     for i in train:
@@ -299,7 +320,7 @@ def _local_common(A0, norm2, train, ref, p):
             continue
         proj = _Fit(A0[i], norm2[i], common, p["scaling"], p["reflection"]).project(A0[i])
         if zc:
-            _zscore(proj)
+            _zscore_centred(proj)
         mapped[i] = proj
         if p["level1_equal_weight"]:
             common = (counts * common + proj) / (counts + 1.0)
@@ -307,27 +328,27 @@ def _local_common(A0, norm2, train, ref, p):
             common = 0.5 * (proj + common)
         counts += 1
         if zc:
-            _zscore(common)
+            _zscore_centred(common)
     n_train = len(train)
-    common = sum(mapped[i] for i in train) / n_train
+    common = _mean([mapped[i] for i in train])
     for _ in range(p["level2_n_iter"]):
         new = {}
         for i in train:
             temp = (common * n_train - mapped[i]) / (n_train - 1)
             if zc:
-                _zscore(temp)
+                _zscore_centred(temp)
             proj = _Fit(A0[i], norm2[i], temp, p["scaling"], p["reflection"]).project(A0[i])
             if zc:
-                _zscore(proj)
+                _zscore_centred(proj)
             new[i] = proj
         mapped = new
-        common = sum(mapped[i] for i in train) / n_train
+        common = _mean([mapped[i] for i in train])
     if zc:
-        _zscore(common)
+        _zscore_centred(common)
     return common
 
 
-def _level3(A0, norm2, subjects, common, p):
+def _level3(A0, norm2, subjects, common, p, centred=True):
     """Local maps (S, B, v, w) of ``subjects`` onto ``common``, and the smallest rank of
     an under-determined rotation (None when every rotation is fully determined)."""
     maps = np.empty((len(subjects), A0.shape[1], A0.shape[3], common.shape[2]))
@@ -337,7 +358,7 @@ def _level3(A0, norm2, subjects, common, p):
         if p["method"] == "ridge":
             maps[j] = _ridge_maps(A0[i], common, p["alpha"])
         else:
-            fit = _Fit(A0[i], norm2[i], common, p["scaling"], p["reflection"])
+            fit = _Fit(A0[i], norm2[i], common, p["scaling"], p["reflection"], centred)
             maps[j] = fit.maps()
             r = int(fit.rank.min())
             if r < full:
@@ -688,7 +709,7 @@ class SearchlightPartial:
     def __repr__(self):
         return (
             f"SearchlightPartial(chunk={self.chunk}, centres={len(self.centre_positions)}"
-            f"/{self.n_centres}, subjects={self.values.shape[0]}, nnz={self.values.shape[1]})"
+            f"/{self.n_centres}, subjects={len(self.values)}, nnz={len(self.pattern_indices)})"
         )
 
 
@@ -955,7 +976,7 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
     # -- fitting -------------------------------------------------------------------------
     def fit(self, datasets, y=None):
         """Fit on a list of (n_samples, n_voxels) arrays, one per subject, in mask order."""
-        return self.merge_partials([self.fit_partial(datasets)])
+        return self._merge([self.fit_partial(datasets)], consume=True)
 
     def fit_partial(self, datasets, chunk=0, n_chunks=1):
         """The integer sums of the local maps of one chunk of centres.
@@ -1011,16 +1032,15 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
                 UnderdeterminedRotationWarning,
                 stacklevel=2,
             )
-        used = np.flatnonzero(acc.counts) if acc.template is not None else None
         return SearchlightPartial(
             chunk=(int(chunk), int(n_chunks)),
             n_centres=len(plan.centres),
             centre_positions=positions,
             pattern_indptr=acc.indptr,
             pattern_indices=acc.indices,
-            values=acc.values,
-            template_rows=used,
-            template_values=None if used is None else acc.template[used],
+            values=list(acc.values),
+            template_rows=None,
+            template_values=acc.template,
             counts=acc.counts,
             exponent=e_map,
             template_exponent=e_tpl,
@@ -1034,8 +1054,10 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
 
     def merge_partials(self, partials):
         """Sum the partials of every chunk (any order) into the fitted model; returns self."""
+        return self._merge(list(partials), consume=False)
+
+    def _merge(self, partials, consume):
         p = self._params()
-        partials = list(partials)
         if not partials:
             raise InputValidationError("`partials` is empty; pass one partial per chunk.")
         first = partials[0]
@@ -1060,48 +1082,42 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             )
         mask, affine = _load_mask(self.mask_img)
         V = int(mask.sum())
-        S = first.values.shape[0]
-        # Exact integer sums (scipy adds int64 CSR matrices exactly).
-        totals = []
+        S = len(first.values)
+        dtype = np.dtype(p["dtype"])
+        indices = indptr = None
+        transforms = []
         for k in range(S):
+            # exact integer sums (scipy adds int64 CSR matrices exactly)
             total = None
             for q in partials:
                 m = sparse.csr_matrix(
                     (q.values[k], q.pattern_indices, q.pattern_indptr), shape=(V, V)
                 )
                 total = m if total is None else total + m
+                if consume:
+                    q.values[k] = None
             total.sort_indices()
-            totals.append(total)
-        dtype = np.dtype(p["dtype"])
-        indices = totals[0].indices.astype(np.int32)
-        indptr = totals[0].indptr.astype(np.int64)
-        zparams = None
-        transforms = []
-        for k in range(S):
-            t = totals[k]
-            if not (np.array_equal(t.indptr, indptr) and np.array_equal(t.indices, indices)):
-                raise RuntimeError("internal error: subjects' patterns differ")  # pragma: no cover
-            data = np.ldexp(t.data.astype(np.float64), -first.exponent).astype(dtype)
-            totals[k] = None
-            if p["zscore_all"]:
-                zparams = (first.zscore_mean[k], first.zscore_std[k])
-            mat = sparse.csr_matrix((data, indices, indptr), shape=(V, V))
+            if indices is None:
+                # one read-only index structure shared by every subject's matrix
+                indices = np.array(total.indices, dtype=np.int32)
+                indptr = np.array(total.indptr, dtype=np.int64)
+                indices.flags.writeable = False
+                indptr.flags.writeable = False
+            elif not (
+                np.array_equal(total.indptr, indptr) and np.array_equal(total.indices, indices)
+            ):  # pragma: no cover - every subject gets every sphere's block
+                raise RuntimeError("internal error: the subjects' sparsity patterns differ")
+            data = np.ldexp(total.data.astype(np.float64), -first.exponent).astype(dtype)
+            del total, m
+            mat = sparse.csr_matrix((V, V), dtype=dtype)
+            mat.data, mat.indices, mat.indptr = data, indices, indptr
+            mat.has_sorted_indices = True
+            zparams = (first.zscore_mean[k], first.zscore_std[k]) if p["zscore_all"] else None
             transforms.append(SparseTransform(mat, zparams, p["zscore_output"]))
         if p["common_space"] == "mask":
             template = next(q.template for q in partials if q.template is not None)
         else:
-            acc = np.zeros((V, first.n_samples), np.int64)
-            counts = np.zeros(V, np.int64)
-            for q in partials:
-                acc[q.template_rows] += q.template_values
-                counts += q.counts
-            template = np.ldexp(acc.astype(np.float64), -first.template_exponent)
-            del acc
-            covered_vox = counts > 0
-            template[covered_vox] /= counts[covered_vox, None]
-            template = np.ascontiguousarray(template.T)
-            if p["zscore_common"]:
-                _zscore(template)
+            template = _merge_template(partials, V, first, p["zscore_common"], consume)
         plan = _Plan(
             mask,
             affine,
@@ -1189,6 +1205,39 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             t.inverse_transform(Y, f"datasets[{i}]")
             for i, (t, Y) in enumerate(zip(self.transforms_, datasets, strict=True))
         ]
+
+
+def _merge_template(partials, V, first, zscore_common, consume):
+    """Each voxel's mean over the local common spaces (exact sums), (n_samples, V)."""
+    n = first.n_samples
+    counts = np.zeros(V, np.int64)
+    acc = None
+    for q in partials:
+        counts += q.counts
+        if q.template_rows is None and acc is None and consume:
+            acc = q.template_values  # the whole accumulator: reuse it
+        elif q.template_rows is None:
+            if acc is None:
+                acc = np.zeros((V, n), np.int64)
+            acc += q.template_values
+        else:
+            if acc is None:
+                acc = np.zeros((V, n), np.int64)
+            acc[q.template_rows] += q.template_values
+        if consume:
+            q.template_values = None
+    template = np.zeros((n, V))
+    step = 4096
+    for start in range(0, V, step):
+        block = slice(start, start + step)
+        c = counts[block]
+        vals = np.ldexp(acc[block].astype(np.float64), -first.template_exponent)
+        vals /= np.maximum(c, 1)[:, None]
+        template[:, block] = vals.T
+    del acc
+    if zscore_common:
+        _zscore(template)
+    return template
 
 
 def _is_dtype(value):
@@ -1463,7 +1512,7 @@ def _run(plan, positions, datasets, stats, p, acc, e_map, e_tpl, template, subje
         sel = None
         if template is not None:
             common = np.stack([template[:, idx] for idx in spheres])
-            maps, rank = _level3(A0, norm2, range(S), common, p)
+            maps, rank = _level3(A0, norm2, range(S), common, p, centred=False)
             common = None
         else:
             seed_pos = np.array(
@@ -1716,21 +1765,24 @@ def save_partial(path, partial, compression="gzip"):
     """Write one chunk's :class:`SearchlightPartial` (layout in the module notes)."""
 
     def write(f):
+        f.create_dataset("values", data=np.stack(partial.values), compression=compression)
         for key in (
             "pattern_indptr",
             "pattern_indices",
-            "values",
             "counts",
             "centre_positions",
             "zscore_mean",
             "zscore_std",
         ):
             f.create_dataset(key, data=getattr(partial, key), compression=compression)
-        if partial.template_rows is not None:
-            f.create_dataset("template_rows", data=partial.template_rows)
-            f.create_dataset(
-                "template_values", data=partial.template_values, compression=compression
-            )
+        if partial.template_values is not None:
+            rows = partial.template_rows
+            values = partial.template_values
+            if rows is None:  # keep only the voxels this chunk's spheres cover
+                rows = np.flatnonzero(partial.counts)
+                values = values[rows]
+            f.create_dataset("template_rows", data=rows)
+            f.create_dataset("template_values", data=values, compression=compression)
         if partial.template is not None:
             f.create_dataset("template", data=partial.template, compression=compression)
         f.attrs["format"] = FORMAT_PARTIAL
@@ -1764,6 +1816,7 @@ def load_partial(path):
                 "zscore_std",
             )
         }
+        fields["values"] = list(fields["values"])
         fields["template_rows"] = f["template_rows"][()] if "template_rows" in f else None
         fields["template_values"] = f["template_values"][()] if "template_values" in f else None
         fields["template"] = f["template"][()] if "template" in f else None

@@ -13,9 +13,9 @@ Each case runs in a child process so that its peak resident memory (data include
 its own. The PyMVPA transcription (``tests/pymvpa_searchlight_reference.py``: per
 sphere ``FeatureSelectionHyperalignment`` -> ``Hyperalignment`` with full SVDs, COO ->
 CSC of every local map, running CSC sums in float32) runs ``--ref-spheres`` centres of
-the grid case on the same data; its time per sphere times the number of centres is the
-extrapolated reference (a lower bound: its running CSC sums grow with the output, which
-a subset does not reach).
+the grid case on the same data, its running CSC sums starting at half the size of the
+final ones (their average size over a whole run); its time per sphere times the number
+of centres is the extrapolated reference.
 
     python benchmarks/bench_searchlight_ha.py [--cases grid,sparse,every] [--n-jobs 2]
         [--every estimate|full] [--ref-spheres 20] [--quick]
@@ -98,16 +98,19 @@ def run_case(case, n_jobs, n_subjects, n_samples, every_subset, ref_spheres):
 
     mask = make_mask()
     dss = make_data(mask, n_subjects, n_samples)
-    out = {"case": case, "n_voxels": int(mask.sum()), "n_subjects": n_subjects,
-           "n_samples": n_samples}
+    out = {
+        "case": case,
+        "n_voxels": int(mask.sum()),
+        "n_subjects": n_subjects,
+        "n_samples": n_samples,
+    }
     centres = None
     if case == "every-subset":
         rng = np.random.default_rng(1)
         centres = np.sort(rng.choice(int(mask.sum()), every_subset, replace=False))
     est = _estimator(mask, "every" if case.startswith("every") else case, n_jobs, centres)
     p = est._params()
-    plan = _Plan(mask, np.diag([VOXEL] * 3 + [1.0]), RADIUS, p["sparse_radius"],
-                 est.centres, True)
+    plan = _Plan(mask, np.diag([VOXEL] * 3 + [1.0]), RADIUS, p["sparse_radius"], est.centres, True)
     out["n_centres"] = len(plan.centres)
     out["sphere_voxels_max"] = int(plan.sizes.max())
     out["sphere_voxels_mean"] = float(plan.sizes.mean())
@@ -128,8 +131,21 @@ def run_case(case, n_jobs, n_subjects, n_samples, every_subset, ref_spheres):
         vi = np.stack(np.where(mask), axis=1)
         rng = np.random.default_rng(2)
         subset = np.sort(rng.choice(plan.centres, ref_spheres, replace=False))
+        from scipy import sparse
+
+        # running sums of half the final size: the average size they have during a run
+        V = int(mask.sum())
+        init = [
+            sparse.vstack([t.matrix[: V // 2], sparse.csr_matrix((V - V // 2, V))])
+            .tocsc()
+            .astype(np.float32)
+            for t in est.transforms_
+        ]
+        out["ref_running_sum_nnz"] = int(init[0].nnz)
         t0, c0 = time.perf_counter(), time.process_time()
-        ref.searchlight_hyperalignment(dss, vi, radius=RADIUS / VOXEL, centres=subset)
+        ref.searchlight_hyperalignment(
+            dss, vi, radius=RADIUS / VOXEL, centres=subset, projections=init
+        )
         out["ref_wall_per_sphere"] = (time.perf_counter() - t0) / ref_spheres
         out["ref_cpu_per_sphere"] = (time.process_time() - c0) / ref_spheres
         out["ref_spheres"] = ref_spheres
@@ -137,9 +153,22 @@ def run_case(case, n_jobs, n_subjects, n_samples, every_subset, ref_spheres):
 
 
 def _child(args, case, ref_spheres):
-    cmd = [sys.executable, __file__, "--child", case, "--n-jobs", str(args.n_jobs),
-           "--subjects", str(args.subjects), "--samples", str(args.samples),
-           "--every-subset", str(args.every_subset), "--ref-spheres", str(ref_spheres)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        case,
+        "--n-jobs",
+        str(args.n_jobs),
+        "--subjects",
+        str(args.subjects),
+        "--samples",
+        str(args.samples),
+        "--every-subset",
+        str(args.every_subset),
+        "--ref-spheres",
+        str(ref_spheres),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         sys.stderr.write(res.stderr)
@@ -162,14 +191,23 @@ def main(argv=None):
     if args.quick:
         args.subjects, args.samples = 3, 200
     if args.child:
-        run_case(args.child, args.n_jobs, args.subjects, args.samples, args.every_subset,
-                 args.ref_spheres)
+        run_case(
+            args.child,
+            args.n_jobs,
+            args.subjects,
+            args.samples,
+            args.every_subset,
+            args.ref_spheres,
+        )
         return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    print(f"{args.subjects} subjects x {int(make_mask().sum())} voxels x {args.samples} "
-          f"samples, radius {RADIUS} mm on {VOXEL} mm voxels, n_jobs={args.n_jobs}; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"{args.subjects} subjects x {int(make_mask().sum())} voxels x {args.samples} "
+        f"samples, radius {RADIUS} mm on {VOXEL} mm voxels, n_jobs={args.n_jobs}; "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     rows = []
     ref_per_sphere = None
     for case in args.cases.split(","):
@@ -182,23 +220,33 @@ def main(argv=None):
         if name == "every-subset":
             mask = make_mask()
             scale = int(mask.sum()) / r["n_centres"]
-            r.update(case="every (extrapolated)", wall=r["wall"] * scale, cpu=r["cpu"] * scale,
-                     n_centres=int(mask.sum()), peak_rss_gb=float("nan"))
+            r.update(
+                case="every (extrapolated)",
+                wall=r["wall"] * scale,
+                cpu=r["cpu"] * scale,
+                n_centres=int(mask.sum()),
+                peak_rss_gb=float("nan"),
+            )
         rows.append(r)
         ok = ""
         if case == "grid":
             ok = "ok" if r["wall"] < 300 and r["peak_rss_gb"] < 4 else "MISSED"
-        print(f"{r['case']:<22} centres {r['n_centres']:>6}  wall {r['wall']:8.1f} s  "
-              f"cpu {r['cpu']:8.1f} s  peak {r['peak_rss_gb']:5.2f} GB  "
-              f"nnz/subject {r['nnz_per_subject']:>10}  load {r['load'][0]:.1f}->"
-              f"{r['load'][1]:.1f}  {ok}", flush=True)
+        print(
+            f"{r['case']:<22} centres {r['n_centres']:>6}  wall {r['wall']:8.1f} s  "
+            f"cpu {r['cpu']:8.1f} s  peak {r['peak_rss_gb']:5.2f} GB  "
+            f"nnz/subject {r['nnz_per_subject']:>10}  load {r['load'][0]:.1f}->"
+            f"{r['load'][1]:.1f}  {ok}",
+            flush=True,
+        )
     if ref_per_sphere is not None:
         for r in rows:
             ref_wall = ref_per_sphere[0] * r["n_centres"]
             ref_cpu = ref_per_sphere[1] * r["n_centres"]
-            print(f"{r['case']:<22} PyMVPA transcription (extrapolated from "
-                  f"{args.ref_spheres} spheres): wall {ref_wall:9.0f} s  cpu {ref_cpu:9.0f} s"
-                  f"  ratio wall {ref_wall / r['wall']:6.1f}x  cpu {ref_cpu / r['cpu']:6.1f}x")
+            print(
+                f"{r['case']:<22} PyMVPA transcription (extrapolated from "
+                f"{args.ref_spheres} spheres): wall {ref_wall:9.0f} s  cpu {ref_cpu:9.0f} s"
+                f"  ratio wall {ref_wall / r['wall']:6.1f}x  cpu {ref_cpu / r['cpu']:6.1f}x"
+            )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

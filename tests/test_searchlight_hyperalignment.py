@@ -267,6 +267,38 @@ def test_ridge_level3_against_explicit_solve():
         np.testing.assert_allclose(t.matrix.toarray(), e, atol=1e-8)
 
 
+def test_ridge_penalty_chosen_by_blocked_cross_validation():
+    img, mask, dss = _data(seed=12, n_samples=60)
+    alphas = (0.3, 3.0, 30.0, 300.0)
+    sl = SearchlightHyperalignment(
+        img, radius=2 * VOXEL, method="ridge", alpha=alphas, dtype="float64"
+    ).fit(dss)
+    # reference: every sphere (fewer than 256), every subject, 3 contiguous blocks
+    qe = ref.IndexQueryEngine(np.stack(np.where(mask), axis=1), 2)
+    err, total = np.zeros(len(alphas)), 0.0
+    for c in range(int(mask.sum())):
+        ids = qe[c]
+        common = ref.hyperalignment_train([d[:, ids] for d in dss], 0)
+        for d in dss:
+            for block in np.array_split(np.arange(60), 3):
+                train = np.setdiff1d(np.arange(60), block)
+                X, C = d[:, ids], common
+                mx, mc = X[train].mean(axis=0), C[train].mean(axis=0)
+                Xtr, Ctr = X[train] - mx, C[train] - mc
+                Xte, Cte = X[block] - mx, C[block] - mc
+                for j, a in enumerate(alphas):
+                    W = np.linalg.solve(Xtr.T @ Xtr + a * np.eye(len(ids)), Xtr.T @ Ctr)
+                    err[j] += np.sum((Cte - Xte @ W) ** 2)
+                total += np.sum(Cte**2)
+    np.testing.assert_allclose(sl.cv_scores_, 1 - err / total, atol=1e-10)
+    assert sl.alpha_ == alphas[int(np.argmax(1 - err / total))]
+    fixed = SearchlightHyperalignment(
+        img, radius=2 * VOXEL, method="ridge", alpha=sl.alpha_, dtype="float64"
+    ).fit(dss)
+    for a, b in zip(sl.transforms_, fixed.transforms_, strict=True):
+        np.testing.assert_array_equal(a.matrix.toarray(), b.matrix.toarray())
+
+
 def test_save_load_transform_and_model(tmp_path):
     img, mask, dss = _data(seed=9)
     sl = SearchlightHyperalignment(img, radius=2 * VOXEL, zscore_all=True).fit(dss)
@@ -319,6 +351,10 @@ def test_bad_input(tmp_path):
         SearchlightHyperalignment(img, radius=4.0, method="ridge", alpha=0).fit(
             [d[:5] for d in dss]
         )
+    with pytest.raises(InputValidationError, match="'alpha'.*penalties > 0"):
+        SearchlightHyperalignment(img, radius=4.0, method="ridge", alpha=[0, 1]).fit(dss)
+    with pytest.raises(InputValidationError, match="'cv_folds'.*>= 3"):
+        SearchlightHyperalignment(img, radius=4.0, method="ridge", cv_folds=2).fit(dss)
     with pytest.raises(InputValidationError, match="'ref_ds'.*exclude_from_model"):
         SearchlightHyperalignment(img, radius=4.0, exclude_from_model=[0]).fit(dss)
     with pytest.raises(InputValidationError, match="'radius'"):

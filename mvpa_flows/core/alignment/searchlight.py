@@ -713,6 +713,9 @@ class SearchlightPartial:
         )
 
 
+#: Default ridge penalties, chosen inside ``fit`` by cross-validation.
+ALPHAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+
 _HA_KEYS = ("level2_n_iter", "zscore_all", "zscore_common", "level1_equal_weight")
 
 
@@ -732,9 +735,15 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         the voxel size); None: a sphere at every voxel (of ``centres``).
     method : {"procrustes", "ridge"}, default "procrustes"
         Level-3 maps: scaled rotations, or ridge regression onto the local common space.
-    alpha : float, default 1e3
-        Ridge penalty (``method="ridge"``); 0 is allowed only with more training samples
-        than voxels in every sphere.
+    alpha : float or sequence of float, default ``ALPHAS`` (1 to 1e4)
+        Ridge penalty (``method="ridge"``). A sequence is a grid: the penalty is chosen
+        inside ``fit`` from the training data alone (``cv_folds`` contiguous blocks of
+        samples; the penalty that best predicts the held-out blocks of the common space,
+        summed over up to 256 evenly spaced spheres and every subject) and stored in
+        ``alpha_``. A single 0 (no penalty) needs more training samples than voxels in
+        every sphere.
+    cv_folds : int, default 3
+        Contiguous blocks of training samples for choosing ``alpha``.
     centres : array of int, 3-D mask or image, optional
         Candidate centres (mask voxel indices or a mask on the grid; PyMVPA's
         ``mask_node_ids``). Spheres still draw on every mask voxel.
@@ -787,7 +796,8 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         radius,
         sparse_radius=None,
         method="procrustes",
-        alpha=1e3,
+        alpha=ALPHAS,
+        cv_folds=3,
         centres=None,
         common_space="searchlight",
         ref_ds=0,
@@ -810,6 +820,7 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         self.sparse_radius = sparse_radius
         self.method = method
         self.alpha = alpha
+        self.cv_folds = cv_folds
         self.centres = centres
         self.common_space = common_space
         self.ref_ds = ref_ds
@@ -851,8 +862,29 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         p = {
             "radius": _number(self.radius, "radius", 0, True, fix=" Pass e.g. radius=9 (mm)."),
             "sparse_radius": _number(self.sparse_radius, "sparse_radius", 0, True, True),
-            "alpha": _number(self.alpha, "alpha", 0),
         }
+        alpha = self.alpha
+        grid = list(alpha) if isinstance(alpha, (list, tuple, np.ndarray)) else [alpha]
+        if not grid:
+            raise InputValidationError(
+                "Parameter 'alpha' must be a penalty >= 0 or a sequence of penalties > 0 "
+                "(chosen by cross-validation); got an empty sequence."
+            )
+        grid = [_number(a, "alpha", 0) for a in grid]
+        if len(grid) > 1 and min(grid) <= 0:
+            raise InputValidationError(
+                f"Parameter 'alpha' is a grid for cross-validation and must hold penalties "
+                f"> 0; got {grid}. Pass alpha=0 alone for unpenalised regression."
+            )
+        p["alphas"] = tuple(sorted(set(grid)))
+        p["alpha"] = grid[0] if len(grid) == 1 else None
+        folds = self.cv_folds
+        if not isinstance(folds, numbers.Integral) or isinstance(folds, bool) or folds < 3:
+            raise InputValidationError(
+                f"Parameter 'cv_folds' must be an integer >= 3 (contiguous blocks of the "
+                f"training samples for choosing alpha); got {folds!r}."
+            )
+        p["cv_folds"] = int(folds)
         for key, options in (
             ("method", ("procrustes", "ridge")),
             ("common_space", ("searchlight", "mask")),
@@ -962,6 +994,11 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
                 f"Searchlight hyperalignment needs at least 2 subjects to build the common "
                 f"space; got {n_train} (of {S}, excluding {p['exclude_from_model']})."
             )
+        if p["method"] == "ridge" and len(p["alphas"]) > 1 and n < 2 * p["cv_folds"]:
+            raise InputValidationError(
+                f"Choosing alpha by cross-validation needs at least 2 training samples per "
+                f"block ({p['cv_folds']} blocks); got {n} samples. Pass a single alpha."
+            )
         if p["method"] == "ridge" and p["alpha"] == 0 and n - 1 < plan.max_size:
             raise InputValidationError(
                 f"Ridge without a penalty (alpha=0) needs more training samples than voxels "
@@ -1011,6 +1048,9 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         template = None
         if p["common_space"] == "mask":
             template = _mask_template(datasets, stats, p)
+        cv_scores = None
+        if p["method"] == "ridge" and p["alpha"] is None:
+            p["alpha"], cv_scores = _choose_alpha(plan, datasets, stats, p, template)
         e_map, e_tpl, cbound = _exponents(plan, stats, p, n, template)
         acc = _Accumulator(
             plan,
@@ -1050,6 +1090,8 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             n_samples=n,
             fingerprint=_fingerprint(stats, p, plan),
             params=_json_params(self, p),
+            alpha=p["alpha"],
+            cv_scores=cv_scores,
         )
 
     def merge_partials(self, partials):
@@ -1128,6 +1170,9 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         )
         self.transforms_ = transforms
         self.template_ = template
+        if p["method"] == "ridge":
+            self.alpha_ = float(first.alpha)
+            self.cv_scores_ = first.cv_scores
         self.centres_ = plan.centres
         self.sphere_sizes_ = plan.sizes
         self.mask_ = mask
@@ -1168,6 +1213,8 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         )
         stats = _data_stats([X], p["zscore_all"])
         q = dict(p, featsel=1.0, common_space="mask")
+        if p["method"] == "ridge":
+            q["alpha"] = self.alpha_
         e_map, _, _ = _exponents(plan, stats, q, X.shape[0], self.template_)
         positions = np.arange(len(plan.centres))
         acc = _Accumulator(plan, positions, 1, X.shape[0], p["combine_neighbormappers"], False)
@@ -1433,10 +1480,64 @@ def _fingerprint(stats, p, plan):
 
 
 def _json_params(est, p):
-    out = {k: v for k, v in p.items() if k != "n_jobs"}
+    out = {k: v for k, v in p.items() if k not in ("n_jobs", "alpha")}
     centres = est.centres
     out["centres"] = None if centres is None else "given"
     return json.dumps(out, sort_keys=True, default=str)
+
+
+def _choose_alpha(plan, datasets, stats, p, template, max_spheres=256):
+    """The ridge penalty of ``p['alphas']`` that best predicts held-out samples of the
+    common space (contiguous blocks), over up to ``max_spheres`` evenly spaced spheres.
+
+    Returns ``(alpha, scores)``: ``scores`` (n_alphas,) held-out R^2 (1 - error /
+    variance) summed over spheres, subjects and blocks. Deterministic: the spheres, the
+    blocks and the order of the sums do not depend on chunks or threads.
+    """
+    S = len(datasets)
+    n = datasets[0].shape[0]
+    alphas = np.asarray(p["alphas"])
+    n_c = len(plan.centres)
+    positions = np.unique(np.linspace(0, n_c - 1, min(n_c, max_spheres)).round().astype(int))
+    folds = np.array_split(np.arange(n), p["cv_folds"])
+    train = [i for i in range(S) if i not in p["exclude_from_model"]]
+    ip, ind = plan.adjacency.indptr, plan.adjacency.indices
+
+    def errors(batch):
+        spheres = [ind[ip[i] : ip[i + 1]] for i in batch]
+        A0, norm2 = _gather(datasets, stats, spheres, list(range(S)), p["zscore_all"])
+        if template is not None:
+            common = np.stack([template[:, idx] for idx in spheres])
+        else:
+            common = _local_common(A0, norm2, train, p["ref_ds"], p)
+        err = np.zeros(len(alphas))
+        total = 0.0
+        for i in range(S):
+            for f in folds:
+                tr = np.setdiff1d(np.arange(n), f)
+                Xtr, Xte = A0[i][:, tr], A0[i][:, f]
+                mu = Xtr.mean(axis=1, keepdims=True)
+                Xtr, Xte = Xtr - mu, Xte - mu
+                Ctr, Cte = common[:, tr], common[:, f]
+                cm = Ctr.mean(axis=1, keepdims=True)
+                Ctr, Cte = Ctr - cm, Cte - cm
+                lam, V = np.linalg.eigh(np.matmul(np.swapaxes(Xtr, 1, 2), Xtr))
+                R = np.matmul(np.swapaxes(V, 1, 2), np.matmul(np.swapaxes(Xtr, 1, 2), Ctr))
+                Z = np.matmul(Xte, V)
+                for j, a in enumerate(alphas):
+                    resid = Cte - np.matmul(Z, R / (lam + a)[:, :, None])
+                    err[j] += np.einsum("bij,bij->", resid, resid)
+                total += np.einsum("bij,bij->", Cte, Cte)
+        return err, total
+
+    err = np.zeros(len(alphas))
+    total = 0.0
+    with threadpool_limits(limits=1):
+        for e, t in thread_imap(errors, _batches(plan, positions, S, n), p["n_jobs"]):
+            err += e
+            total += t
+    scores = 1.0 - err / total if total > 0 else np.zeros(len(alphas))
+    return float(alphas[int(np.argmax(scores))]), scores
 
 
 def _batches(plan, positions, n_subjects, n_samples):

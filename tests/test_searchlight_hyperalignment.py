@@ -245,42 +245,48 @@ def test_mask_common_space_is_roi_template_then_local_level3():
         )
 
 
-def test_ridge_level3_against_explicit_solve():
-    img, mask, dss = _data(seed=8, n_samples=40)
-    alpha = 5.0
-    sl = SearchlightHyperalignment(
-        img, radius=2 * VOXEL, method="ridge", alpha=alpha, dtype="float64"
-    ).fit(dss)
-    vi = np.stack(np.where(mask), axis=1)
-    qe = ref.IndexQueryEngine(vi, 2)
-    V = len(vi)
-    expected = [np.zeros((V, V)) for _ in dss]
+def _reference_ridge(dss, mask, alphas):
+    """Per sphere: PyMVPA's local common space, then per subject a ridge map, summed."""
+    qe = ref.IndexQueryEngine(np.stack(np.where(mask), axis=1), 2)
+    V = int(mask.sum())
+    out = [np.zeros((V, V)) for _ in dss]
     for c in range(V):
         ids = qe[c]
         common = ref.hyperalignment_train([d[:, ids] for d in dss], 0)
         C0 = common - common.mean(axis=0)
         for k, d in enumerate(dss):
             A0 = d[:, ids] - d[:, ids].mean(axis=0)
-            W = np.linalg.solve(A0.T @ A0 + alpha * np.eye(len(ids)), A0.T @ C0)
-            expected[k][np.ix_(ids, ids)] += W
+            W = np.linalg.solve(A0.T @ A0 + alphas[k] * np.eye(len(ids)), A0.T @ C0)
+            out[k][np.ix_(ids, ids)] += W
+    return out
+
+
+def test_ridge_level3_against_explicit_solve():
+    img, mask, dss = _data(seed=8, n_samples=40)
+    sl = SearchlightHyperalignment(
+        img, radius=2 * VOXEL, method="ridge", alphas=[5.0], dtype="float64"
+    ).fit(dss)
+    expected = _reference_ridge(dss, mask, [5.0] * len(dss))
     for t, e in zip(sl.transforms_, expected, strict=True):
         np.testing.assert_allclose(t.matrix.toarray(), e, atol=1e-8)
 
 
-def test_ridge_penalty_chosen_by_blocked_cross_validation():
+def test_ridge_penalty_chosen_per_subject_by_blocked_cross_validation():
     img, mask, dss = _data(seed=12, n_samples=60)
     alphas = (0.3, 3.0, 30.0, 300.0)
     sl = SearchlightHyperalignment(
-        img, radius=2 * VOXEL, method="ridge", alpha=alphas, dtype="float64"
+        img, radius=2 * VOXEL, method="ridge", alphas=alphas, dtype="float64"
     ).fit(dss)
-    # reference: every sphere (fewer than 256), every subject, 3 contiguous blocks
+    # reference: every sphere (fewer than 256), every subject, 5 contiguous blocks
     qe = ref.IndexQueryEngine(np.stack(np.where(mask), axis=1), 2)
-    err, total = np.zeros(len(alphas)), 0.0
+    err = np.zeros((len(dss), len(alphas)))
+    edges = [0, 12, 24, 36, 48, 60]
     for c in range(int(mask.sum())):
         ids = qe[c]
         common = ref.hyperalignment_train([d[:, ids] for d in dss], 0)
-        for d in dss:
-            for block in np.array_split(np.arange(60), 3):
+        for k, d in enumerate(dss):
+            for a0, b0 in zip(edges[:-1], edges[1:], strict=True):
+                block = np.arange(a0, b0)
                 train = np.setdiff1d(np.arange(60), block)
                 X, C = d[:, ids], common
                 mx, mc = X[train].mean(axis=0), C[train].mean(axis=0)
@@ -288,15 +294,13 @@ def test_ridge_penalty_chosen_by_blocked_cross_validation():
                 Xte, Cte = X[block] - mx, C[block] - mc
                 for j, a in enumerate(alphas):
                     W = np.linalg.solve(Xtr.T @ Xtr + a * np.eye(len(ids)), Xtr.T @ Ctr)
-                    err[j] += np.sum((Cte - Xte @ W) ** 2)
-                total += np.sum(Cte**2)
-    np.testing.assert_allclose(sl.cv_scores_, 1 - err / total, atol=1e-10)
-    assert sl.alpha_ == alphas[int(np.argmax(1 - err / total))]
-    fixed = SearchlightHyperalignment(
-        img, radius=2 * VOXEL, method="ridge", alpha=sl.alpha_, dtype="float64"
-    ).fit(dss)
-    for a, b in zip(sl.transforms_, fixed.transforms_, strict=True):
-        np.testing.assert_array_equal(a.matrix.toarray(), b.matrix.toarray())
+                    err[k, j] += np.sum((Cte - Xte @ W) ** 2)
+    np.testing.assert_allclose(sl.cv_errors_, err, rtol=1e-9)
+    chosen = np.asarray(alphas)[np.argmin(err, axis=1)]
+    np.testing.assert_array_equal(sl.alpha_, chosen)
+    expected = _reference_ridge(dss, mask, chosen)
+    for t, e in zip(sl.transforms_, expected, strict=True):
+        np.testing.assert_allclose(t.matrix.toarray(), e, atol=1e-8)
 
 
 def test_save_load_transform_and_model(tmp_path):
@@ -348,13 +352,15 @@ def test_bad_input(tmp_path):
     with pytest.raises(InputValidationError, match="single voxel.*at least 2 voxels"):
         SearchlightHyperalignment(img, radius=1.5).fit(dss)
     with pytest.raises(InputValidationError, match="alpha=0.*more training samples than"):
-        SearchlightHyperalignment(img, radius=4.0, method="ridge", alpha=0).fit(
+        SearchlightHyperalignment(img, radius=4.0, method="ridge", alphas=[0]).fit(
             [d[:5] for d in dss]
         )
-    with pytest.raises(InputValidationError, match="'alpha'.*penalties > 0"):
-        SearchlightHyperalignment(img, radius=4.0, method="ridge", alpha=[0, 1]).fit(dss)
-    with pytest.raises(InputValidationError, match="'cv_folds'.*>= 3"):
-        SearchlightHyperalignment(img, radius=4.0, method="ridge", cv_folds=2).fit(dss)
+    with pytest.raises(InputValidationError, match="'alphas'.*penalties > 0"):
+        SearchlightHyperalignment(img, radius=4.0, method="ridge", alphas=[0, 1]).fit(dss)
+    with pytest.raises(InputValidationError, match="'cv_blocks'.*>= 3"):
+        SearchlightHyperalignment(img, radius=4.0, method="ridge", cv_blocks=2).fit(dss)
+    with pytest.raises(InputValidationError, match="3 contiguous training blocks"):
+        SearchlightHyperalignment(img, radius=4.0, method="ridge").fit([d[:8] for d in dss])
     with pytest.raises(InputValidationError, match="'ref_ds'.*exclude_from_model"):
         SearchlightHyperalignment(img, radius=4.0, exclude_from_model=[0]).fit(dss)
     with pytest.raises(InputValidationError, match="'radius'"):

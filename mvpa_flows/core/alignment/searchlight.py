@@ -356,7 +356,7 @@ def _level3(A0, norm2, subjects, common, p, centred=True):
     low = None
     for j, i in enumerate(subjects):
         if p["method"] == "ridge":
-            maps[j] = _ridge_maps(A0[i], common, p["alpha"])
+            maps[j] = _ridge_maps(A0[i], common, p["alpha"][i])
         else:
             fit = _Fit(A0[i], norm2[i], common, p["scaling"], p["reflection"], centred)
             maps[j] = fit.maps()
@@ -713,8 +713,9 @@ class SearchlightPartial:
         )
 
 
-#: Default ridge penalties, chosen inside ``fit`` by cross-validation.
-ALPHAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+#: Candidate ridge penalties (for z-scored data: 0.1 to 1e6, half-decade steps), chosen
+#: per subject inside ``fit`` by blocked cross-validation (as the ROI ridge alignment).
+DEFAULT_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-1.0, 6.01, 0.5))
 
 _HA_KEYS = ("level2_n_iter", "zscore_all", "zscore_common", "level1_equal_weight")
 
@@ -735,15 +736,15 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         the voxel size); None: a sphere at every voxel (of ``centres``).
     method : {"procrustes", "ridge"}, default "procrustes"
         Level-3 maps: scaled rotations, or ridge regression onto the local common space.
-    alpha : float or sequence of float, default ``ALPHAS`` (1 to 1e4)
-        Ridge penalty (``method="ridge"``). A sequence is a grid: the penalty is chosen
-        inside ``fit`` from the training data alone (``cv_folds`` contiguous blocks of
-        samples; the penalty that best predicts the held-out blocks of the common space,
-        summed over up to 256 evenly spaced spheres and every subject) and stored in
-        ``alpha_``. A single 0 (no penalty) needs more training samples than voxels in
-        every sphere.
-    cv_folds : int, default 3
-        Contiguous blocks of training samples for choosing ``alpha``.
+    alphas : sequence of float or None, default None
+        Ridge penalties (``method="ridge"``); None: ``DEFAULT_ALPHAS`` (0.1 to 1e6). With
+        several, each subject's penalty is chosen inside ``fit`` from the training data
+        alone: ``cv_blocks`` contiguous blocks of samples, the penalty whose maps best
+        predict the held-out blocks of the local common spaces (squared error summed over
+        up to 256 evenly spaced spheres); stored in ``alpha_``. A single 0 (no penalty)
+        needs more training samples than voxels in every sphere.
+    cv_blocks : int, default 5
+        Contiguous blocks of training samples for choosing the penalty (at least 3).
     centres : array of int, 3-D mask or image, optional
         Candidate centres (mask voxel indices or a mask on the grid; PyMVPA's
         ``mask_node_ids``). Spheres still draw on every mask voxel.
@@ -796,8 +797,8 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         radius,
         sparse_radius=None,
         method="procrustes",
-        alpha=ALPHAS,
-        cv_folds=3,
+        alphas=None,
+        cv_blocks=5,
         centres=None,
         common_space="searchlight",
         ref_ds=0,
@@ -819,8 +820,8 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         self.radius = radius
         self.sparse_radius = sparse_radius
         self.method = method
-        self.alpha = alpha
-        self.cv_folds = cv_folds
+        self.alphas = alphas
+        self.cv_blocks = cv_blocks
         self.centres = centres
         self.common_space = common_space
         self.ref_ds = ref_ds
@@ -863,28 +864,29 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             "radius": _number(self.radius, "radius", 0, True, fix=" Pass e.g. radius=9 (mm)."),
             "sparse_radius": _number(self.sparse_radius, "sparse_radius", 0, True, True),
         }
-        alpha = self.alpha
-        grid = list(alpha) if isinstance(alpha, (list, tuple, np.ndarray)) else [alpha]
+        alphas = DEFAULT_ALPHAS if self.alphas is None else self.alphas
+        grid = list(np.atleast_1d(np.asarray(alphas, dtype=object)))
         if not grid:
             raise InputValidationError(
-                "Parameter 'alpha' must be a penalty >= 0 or a sequence of penalties > 0 "
-                "(chosen by cross-validation); got an empty sequence."
+                "Parameter 'alphas' must be a non-empty list of penalties; got an empty "
+                "one. Pass e.g. alphas=[1, 10, 100] or None for the default grid."
             )
-        grid = [_number(a, "alpha", 0) for a in grid]
+        grid = [_number(a, "alphas", 0) for a in grid]
         if len(grid) > 1 and min(grid) <= 0:
             raise InputValidationError(
-                f"Parameter 'alpha' is a grid for cross-validation and must hold penalties "
-                f"> 0; got {grid}. Pass alpha=0 alone for unpenalised regression."
+                f"Parameter 'alphas' is a grid for cross-validation and must hold penalties "
+                f"> 0; got {grid}. Pass alphas=[0] alone for unpenalised regression."
             )
         p["alphas"] = tuple(sorted(set(grid)))
-        p["alpha"] = grid[0] if len(grid) == 1 else None
-        folds = self.cv_folds
-        if not isinstance(folds, numbers.Integral) or isinstance(folds, bool) or folds < 3:
+        p["alpha"] = None
+        blocks = self.cv_blocks
+        if not isinstance(blocks, numbers.Integral) or isinstance(blocks, bool) or blocks < 3:
             raise InputValidationError(
-                f"Parameter 'cv_folds' must be an integer >= 3 (contiguous blocks of the "
-                f"training samples for choosing alpha); got {folds!r}."
+                f"Parameter 'cv_blocks' must be an integer >= 3 (contiguous blocks of the "
+                f"training samples for choosing the ridge penalty); got {blocks!r}. Pass "
+                "e.g. cv_blocks=5."
             )
-        p["cv_folds"] = int(folds)
+        p["cv_blocks"] = int(blocks)
         for key, options in (
             ("method", ("procrustes", "ridge")),
             ("common_space", ("searchlight", "mask")),
@@ -994,12 +996,14 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
                 f"Searchlight hyperalignment needs at least 2 subjects to build the common "
                 f"space; got {n_train} (of {S}, excluding {p['exclude_from_model']})."
             )
-        if p["method"] == "ridge" and len(p["alphas"]) > 1 and n < 2 * p["cv_folds"]:
+        if p["method"] == "ridge" and len(p["alphas"]) > 1 and n < 2 * p["cv_blocks"]:
             raise InputValidationError(
-                f"Choosing alpha by cross-validation needs at least 2 training samples per "
-                f"block ({p['cv_folds']} blocks); got {n} samples. Pass a single alpha."
+                f"Ridge alignment needs at least 3 contiguous training blocks of at least 2 "
+                f"samples to choose its penalty; {n} training samples cannot make "
+                f"cv_blocks={p['cv_blocks']} blocks. Use more training samples, fewer blocks "
+                "(cv_blocks >= 3) or a single penalty (alphas=[...])."
             )
-        if p["method"] == "ridge" and p["alpha"] == 0 and n - 1 < plan.max_size:
+        if p["method"] == "ridge" and p["alphas"] == (0.0,) and n - 1 < plan.max_size:
             raise InputValidationError(
                 f"Ridge without a penalty (alpha=0) needs more training samples than voxels "
                 f"in every sphere: the largest sphere has {plan.max_size} voxels and there "
@@ -1048,9 +1052,12 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         template = None
         if p["common_space"] == "mask":
             template = _mask_template(datasets, stats, p)
-        cv_scores = None
-        if p["method"] == "ridge" and p["alpha"] is None:
-            p["alpha"], cv_scores = _choose_alpha(plan, datasets, stats, p, template)
+        cv_errors = None
+        if p["method"] == "ridge":
+            if len(p["alphas"]) > 1:
+                p["alpha"], cv_errors = _choose_alpha(plan, datasets, stats, p, template)
+            else:
+                p["alpha"] = np.full(S, p["alphas"][0])
         e_map, e_tpl, cbound = _exponents(plan, stats, p, n, template)
         acc = _Accumulator(
             plan,
@@ -1091,7 +1098,7 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             fingerprint=_fingerprint(stats, p, plan),
             params=_json_params(self, p),
             alpha=p["alpha"],
-            cv_scores=cv_scores,
+            cv_errors=cv_errors,
         )
 
     def merge_partials(self, partials):
@@ -1171,8 +1178,8 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         self.transforms_ = transforms
         self.template_ = template
         if p["method"] == "ridge":
-            self.alpha_ = float(first.alpha)
-            self.cv_scores_ = first.cv_scores
+            self.alpha_ = np.asarray(first.alpha, dtype=float)
+            self.cv_errors_ = first.cv_errors
         self.centres_ = plan.centres
         self.sphere_sizes_ = plan.sizes
         self.mask_ = mask
@@ -1214,7 +1221,10 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         stats = _data_stats([X], p["zscore_all"])
         q = dict(p, featsel=1.0, common_space="mask")
         if p["method"] == "ridge":
-            q["alpha"] = self.alpha_
+            if len(p["alphas"]) > 1:
+                q["alpha"], _ = _choose_alpha(plan, [X], stats, q, self.template_)
+            else:
+                q["alpha"] = np.full(1, p["alphas"][0])
         e_map, _, _ = _exponents(plan, stats, q, X.shape[0], self.template_)
         positions = np.arange(len(plan.centres))
         acc = _Accumulator(plan, positions, 1, X.shape[0], p["combine_neighbormappers"], False)
@@ -1457,8 +1467,9 @@ def _exponents(plan, stats, p, n, template):
         cmax = np.sqrt(v) * amax
     cmax = max(cmax, 1e-300)
     if p["method"] == "ridge":
-        if p["alpha"] > 0:
-            bound = np.sqrt(v) * cmax / (2 * np.sqrt(p["alpha"]))
+        alpha = float(np.min(p["alpha"]))
+        if alpha > 0:
+            bound = np.sqrt(v) * cmax / (2 * np.sqrt(alpha))
         else:
             bound = np.sqrt(v) * cmax / amin * 2.0**20
     elif p["scaling"]:
@@ -1487,19 +1498,21 @@ def _json_params(est, p):
 
 
 def _choose_alpha(plan, datasets, stats, p, template, max_spheres=256):
-    """The ridge penalty of ``p['alphas']`` that best predicts held-out samples of the
-    common space (contiguous blocks), over up to ``max_spheres`` evenly spaced spheres.
+    """Each subject's ridge penalty among ``p['alphas']``: the one whose maps best predict
+    held-out contiguous blocks of the common space, over up to ``max_spheres`` evenly
+    spaced spheres.
 
-    Returns ``(alpha, scores)``: ``scores`` (n_alphas,) held-out R^2 (1 - error /
-    variance) summed over spheres, subjects and blocks. Deterministic: the spheres, the
-    blocks and the order of the sums do not depend on chunks or threads.
+    Returns ``(alpha, errors)``: ``alpha`` (n_subjects,), ``errors`` (n_subjects,
+    n_alphas) held-out squared errors summed over spheres and blocks. Deterministic: the
+    spheres, the blocks and the order of the sums do not depend on chunks or threads.
     """
     S = len(datasets)
     n = datasets[0].shape[0]
     alphas = np.asarray(p["alphas"])
     n_c = len(plan.centres)
     positions = np.unique(np.linspace(0, n_c - 1, min(n_c, max_spheres)).round().astype(int))
-    folds = np.array_split(np.arange(n), p["cv_folds"])
+    edges = np.linspace(0, n, p["cv_blocks"] + 1).round().astype(int)
+    folds = [np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
     train = [i for i in range(S) if i not in p["exclude_from_model"]]
     ip, ind = plan.adjacency.indptr, plan.adjacency.indices
 
@@ -1510,34 +1523,43 @@ def _choose_alpha(plan, datasets, stats, p, template, max_spheres=256):
             common = np.stack([template[:, idx] for idx in spheres])
         else:
             common = _local_common(A0, norm2, train, p["ref_ds"], p)
-        err = np.zeros(len(alphas))
-        total = 0.0
+        err = np.zeros((S, len(alphas)))
+        sc = common.sum(axis=1)  # (B, w)
         for i in range(S):
+            X = A0[i]  # centred over all samples
+            Xt = np.swapaxes(X, 1, 2)
+            G = np.matmul(Xt, X)
+            XC = np.matmul(Xt, common)
             for f in folds:
-                tr = np.setdiff1d(np.arange(n), f)
-                Xtr, Xte = A0[i][:, tr], A0[i][:, f]
-                mu = Xtr.mean(axis=1, keepdims=True)
-                Xtr, Xte = Xtr - mu, Xte - mu
-                Ctr, Cte = common[:, tr], common[:, f]
-                cm = Ctr.mean(axis=1, keepdims=True)
-                Ctr, Cte = Ctr - cm, Cte - cm
-                lam, V = np.linalg.eigh(np.matmul(np.swapaxes(Xtr, 1, 2), Xtr))
-                R = np.matmul(np.swapaxes(V, 1, 2), np.matmul(np.swapaxes(Xtr, 1, 2), Ctr))
-                Z = np.matmul(Xte, V)
+                n_tr = n - len(f)
+                Xf, Cf = X[:, f], common[:, f]
+                Xft = np.swapaxes(Xf, 1, 2)
+                # training-block moments as downdates of the full ones
+                mx = -Xf.sum(axis=1) / n_tr  # the full columns sum to zero
+                mc = (sc - Cf.sum(axis=1)) / n_tr
+                Gtr = G - np.matmul(Xft, Xf) - n_tr * mx[:, :, None] * mx[:, None, :]
+                XCtr = XC - np.matmul(Xft, Cf) - n_tr * mx[:, :, None] * mc[:, None, :]
+                lam, V = np.linalg.eigh(Gtr)
+                R = np.matmul(np.swapaxes(V, 1, 2), XCtr)  # (B, v, w)
+                Z = np.matmul(Xf - mx[:, None, :], V)  # held-out block in the eigenbasis
+                Ct = Cf - mc[:, None, :]
+                # ||Ct - Z D R||^2 = ||Ct||^2 - 2 d.(K*R)1 + d.(Q * R R')d, D = diag(d)
+                Q = np.matmul(np.swapaxes(Z, 1, 2), Z)
+                K = np.matmul(np.swapaxes(Z, 1, 2), Ct)
+                kr = np.einsum("bij,bij->bi", K, R)
+                QRR = Q * np.matmul(R, np.swapaxes(R, 1, 2))
+                ct2 = np.einsum("bij,bij->", Ct, Ct)
                 for j, a in enumerate(alphas):
-                    resid = Cte - np.matmul(Z, R / (lam + a)[:, :, None])
-                    err[j] += np.einsum("bij,bij->", resid, resid)
-                total += np.einsum("bij,bij->", Cte, Cte)
-        return err, total
+                    d = 1.0 / (lam + a)  # (B, v)
+                    quad = np.einsum("bi,bij,bj->", d, QRR, d)
+                    err[i, j] += ct2 - 2.0 * np.einsum("bi,bi->", d, kr) + quad
+        return err
 
-    err = np.zeros(len(alphas))
-    total = 0.0
+    err = np.zeros((S, len(alphas)))
     with threadpool_limits(limits=1):
-        for e, t in thread_imap(errors, _batches(plan, positions, S, n), p["n_jobs"]):
+        for e in thread_imap(errors, _batches(plan, positions, S, n), p["n_jobs"]):
             err += e
-            total += t
-    scores = 1.0 - err / total if total > 0 else np.zeros(len(alphas))
-    return float(alphas[int(np.argmax(scores))]), scores
+    return alphas[np.argmin(err, axis=1)], err
 
 
 def _batches(plan, positions, n_subjects, n_samples):
@@ -1886,6 +1908,10 @@ def save_partial(path, partial, compression="gzip"):
             f.create_dataset("template_values", data=values, compression=compression)
         if partial.template is not None:
             f.create_dataset("template", data=partial.template, compression=compression)
+        if partial.alpha is not None:
+            f.create_dataset("alpha", data=np.asarray(partial.alpha, dtype=float))
+        if partial.cv_errors is not None:
+            f.create_dataset("cv_errors", data=partial.cv_errors)
         f.attrs["format"] = FORMAT_PARTIAL
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["chunk"] = np.asarray(partial.chunk)
@@ -1921,6 +1947,8 @@ def load_partial(path):
         fields["template_rows"] = f["template_rows"][()] if "template_rows" in f else None
         fields["template_values"] = f["template_values"][()] if "template_values" in f else None
         fields["template"] = f["template"][()] if "template" in f else None
+        fields["alpha"] = f["alpha"][()] if "alpha" in f else None
+        fields["cv_errors"] = f["cv_errors"][()] if "cv_errors" in f else None
         fields["chunk"] = tuple(int(c) for c in f.attrs["chunk"])
         for key in ("n_centres", "exponent", "template_exponent", "n_samples"):
             fields[key] = int(f.attrs[key])

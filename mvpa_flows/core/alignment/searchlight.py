@@ -15,8 +15,9 @@ The algorithm is PyMVPA 2.6's ``SearchlightHyperalignment`` with its defaults:
    hyperalignment (:mod:`mvpa_flows.core.alignment.hyperalignment`) with the reference
    subject ``ref_ds`` (default 0): levels 1 and 2 build a local common space from the
    subjects not in ``exclude_from_model``, level 3 maps every subject onto it. Optional
-   feature selection (``featsel``, PyMVPA's feature scores) and ``method="ridge"``
-   (level 3 by ridge regression instead of a rotation).
+   feature selection (``featsel``, PyMVPA's feature scores). ``method="ridge"`` (not in
+   PyMVPA) fits level 3 by ridge regression instead of a rotation, each subject's
+   penalty chosen by blocked cross-validation on the training samples.
 4. **Aggregation.** Each subject's local (sphere x sphere) map ``scale * R`` is added into
    one sparse (n_voxels x n_voxels) matrix at (sphere voxels, the reference's sphere
    voxels); with ``combine_neighbormappers=False`` only the centre's column is kept.
@@ -51,9 +52,12 @@ Deviations from PyMVPA
 * Z-scoring treats columns whose standard deviation is round-off of their mean as
   constant (as :func:`~mvpa_flows.core.alignment.procrustes.zscore_columns`).
 * Additions: ``template_`` (the whole-brain common space: each voxel's mean over the
-  local common spaces of the spheres that contain it) for :meth:`fit_subject`;
-  ``common_space="mask"`` (one ROI hyperalignment of the whole mask as the common space,
-  then only level 3 in the spheres); ``zscore_all`` and ``zscore_output``.
+  local common spaces of the spheres that contain it, z-scored) for
+  :meth:`~SearchlightHyperalignment.fit_subject`; ``common_space="mask"`` (one ROI
+  hyperalignment of the whole mask as the common space, then only level 3 in the
+  spheres); ``method="ridge"``; ``zscore_all`` and ``zscore_output``.
+* PyMVPA's centre list for ``mask_node_ids`` follows the order given; ``centres`` here
+  is taken in mask order (the same set when the ids are sorted).
 
 HDF5 layouts (plain datasets and attributes; nothing pickled)
 -------------------------------------------------------------
@@ -77,10 +81,14 @@ zscore_mean,zscore_std}`` and the parameters; ``format="mvpa_flows-searchlight-m
 
 Chunk partial (:func:`save_partial`): the integer sums of one chunk,
 ``/pattern_indptr``, ``/pattern_indices`` (CSR pattern), ``/values`` (n_subjects, nnz)
-int64, ``/template_rows``, ``/template_values`` (int64), ``/counts``, ``/centres``
+int64 (map sums in units of ``2**-exponent``), ``/template_rows``, ``/template_values``
+(int64 local-common-space sums of the voxels the chunk covers, units
+``2**-template_exponent``), ``/counts`` (spheres per voxel), ``/centre_positions``
 (positions in the centre list), ``/zscore_mean``, ``/zscore_std``, optional
-``/template``; attrs ``format="mvpa_flows-searchlight-partial"``, ``exponent``,
-``template_exponent``, ``fingerprint``, the chunk and the parameters.
+``/template`` (``common_space="mask"``, chunk 0), ``/alpha`` and ``/cv_errors``
+(ridge); attrs ``format="mvpa_flows-searchlight-partial"``, ``exponent``,
+``template_exponent``, ``fingerprint`` (of the data and parameters), ``chunk``,
+``n_centres``, ``n_samples``, ``params``.
 """
 
 from __future__ import annotations
@@ -701,7 +709,14 @@ class SparseTransform:
 
 
 class SearchlightPartial:
-    """Integer sums of the local maps of one chunk of centres (see ``fit_partial``)."""
+    """Integer sums of the local maps of one chunk of centres (see ``fit_partial``).
+
+    Attributes mirror the HDF5 layout of :func:`save_partial`: ``values`` (one int64
+    array per subject, on the CSR pattern ``pattern_indptr``/``pattern_indices``),
+    ``exponent``, ``template_values``/``template_rows``/``template_exponent``,
+    ``counts``, ``centre_positions``, ``chunk``, ``n_centres``, ``fingerprint``,
+    ``params``, ``alpha``, ``cv_errors``, ``template``, ``zscore_mean``, ``zscore_std``.
+    """
 
     def __init__(self, **fields):
         self.__dict__.update(fields)
@@ -787,8 +802,19 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
     centres_ : ndarray of int
         Mask voxel indices of the sphere centres.
     sphere_sizes_ : ndarray of int
+    alpha_ : ndarray (n_subjects,)
+        Ridge penalty of every subject (``method="ridge"``).
+    cv_errors_ : ndarray (n_subjects, n_alphas) or None
+        Held-out squared errors of the candidate penalties (``method="ridge"``).
     n_subjects_, n_features_in_, n_samples_ : int
     mask_, affine_ : the mask (3-D bool) and its affine.
+
+    Examples
+    --------
+    >>> sl = SearchlightHyperalignment(mask_img, radius=9.0, sparse_radius=9.0, n_jobs=2)
+    >>> common = sl.fit(train_runs).transform(test_runs)  # doctest: +SKIP
+    >>> parts = [sl.fit_partial(train_runs, k, 10) for k in range(10)]  # doctest: +SKIP
+    >>> sl.merge_partials(parts)  # the same model, bit for bit  # doctest: +SKIP
     """
 
     def __init__(

@@ -811,7 +811,7 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
 
     Examples
     --------
-    >>> sl = SearchlightHyperalignment(mask_img, radius=9.0, sparse_radius=9.0, n_jobs=2)
+    >>> sl = SearchlightHyperalignment(mask_img, radius=9.0, sparse_radius=9.0)  # doctest: +SKIP
     >>> common = sl.fit(train_runs).transform(test_runs)  # doctest: +SKIP
     >>> parts = [sl.fit_partial(train_runs, k, 10) for k in range(10)]  # doctest: +SKIP
     >>> sl.merge_partials(parts)  # the same model, bit for bit  # doctest: +SKIP

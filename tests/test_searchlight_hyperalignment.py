@@ -306,6 +306,13 @@ def test_ridge_penalty_chosen_per_subject_by_blocked_cross_validation():
 def test_save_load_transform_and_model(tmp_path):
     img, mask, dss = _data(seed=9)
     sl = SearchlightHyperalignment(img, radius=2 * VOXEL, zscore_all=True).fit(dss)
+    ridge = SearchlightHyperalignment(
+        img, radius=2 * VOXEL, method="ridge", alphas=[1.0, 10.0], common_space="mask"
+    ).fit(dss)
+    loaded = load_model(save_model(tmp_path / "ridge.h5", ridge))
+    np.testing.assert_array_equal(loaded.alpha_, ridge.alpha_)
+    np.testing.assert_array_equal(loaded.sphere_sizes_, ridge.sphere_sizes_)
+    np.testing.assert_array_equal(loaded.transform(dss)[3], ridge.transform(dss)[3])
     path = save_transform(
         tmp_path / "sub-01_xfm.h5", sl.transforms_[0], mask, img.affine, {"radius": 4.0}
     )
@@ -367,6 +374,8 @@ def test_bad_input(tmp_path):
         SearchlightHyperalignment(img, radius=-2).fit(dss)
     with pytest.raises(InputValidationError, match="'featsel'"):
         SearchlightHyperalignment(img, radius=4.0, featsel=1.5).fit(dss)
+    with pytest.raises(InputValidationError, match="'featsel' applies to method='procrustes'"):
+        SearchlightHyperalignment(img, radius=4.0, method="ridge", featsel=0.5).fit(dss)
     with pytest.raises(InputValidationError, match="'method'"):
         SearchlightHyperalignment(img, radius=4.0, method="srm").fit(dss)
     with pytest.raises(InputValidationError, match="same samples"):

@@ -990,6 +990,12 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
                 "Parameter 'featsel' applies to common_space='searchlight' only (feature "
                 "selection inside each sphere's hyperalignment); pass featsel=1.0."
             )
+        if p["method"] == "ridge" and p["featsel"] != 1:
+            raise InputValidationError(
+                "Parameter 'featsel' applies to method='procrustes' only (PyMVPA's feature "
+                "selection before local rotations; ridge maps weight the voxels "
+                "themselves); pass featsel=1.0."
+            )
         return p
 
     def _setup(self, datasets, p):
@@ -1048,8 +1054,11 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
     def fit_partial(self, datasets, chunk=0, n_chunks=1):
         """The integer sums of the local maps of one chunk of centres.
 
-        The centres (``centres_`` order) are split into ``n_chunks`` contiguous chunks;
-        this computes chunk ``chunk`` (0-based). :meth:`merge_partials` on the partials
+        The centres (mask order, as ``centres_``) are split into ``n_chunks`` contiguous,
+        near-equal ranges (``numpy.array_split``); this computes chunk ``chunk``
+        (0-based). Every chunk reads all the data (spheres draw on every voxel) and
+        repeats the cheap global steps (centres, bounds, the ridge penalties, the
+        ``common_space="mask"`` template). :meth:`merge_partials` on the partials
         of every chunk equals :meth:`fit` bit for bit, however the centres were split.
         Partials can be written with :func:`save_partial` (one cluster job each).
         """
@@ -1877,6 +1886,10 @@ def save_model(path, model, compression="gzip"):
         f.attrs["params"] = json.dumps(params, default=list)
         f.attrs["n_subjects"] = model.n_subjects_
         f.attrs["n_samples"] = model.n_samples_
+        if getattr(model, "alpha_", None) is not None:
+            f.create_dataset("alpha", data=model.alpha_)
+        if getattr(model, "cv_errors_", None) is not None:
+            f.create_dataset("cv_errors", data=model.cv_errors_)
 
     return _atomic_h5(path, write)
 
@@ -1906,7 +1919,12 @@ def load_model(path):
         model.n_subjects_ = int(f.attrs["n_subjects"])
         model.n_samples_ = int(f.attrs["n_samples"])
         model.n_features_in_ = V
-        model.sphere_sizes_ = None
+        if "alpha" in f:
+            model.alpha_ = f["alpha"][()]
+            model.cv_errors_ = f["cv_errors"][()] if "cv_errors" in f else None
+    p = model._params()
+    plan = _Plan(mask, affine, p["radius"], p["sparse_radius"], cand, p["combine_neighbormappers"])
+    model.sphere_sizes_ = plan.sizes
     return model
 
 

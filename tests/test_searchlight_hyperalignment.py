@@ -309,8 +309,10 @@ def test_save_load_transform_and_model(tmp_path):
     ridge = SearchlightHyperalignment(
         img, radius=2 * VOXEL, method="ridge", alphas=[1.0, 10.0], common_space="mask"
     ).fit(dss)
-    loaded = load_model(save_model(tmp_path / "ridge.h5", ridge))
+    loaded = load_model(save_model(tmp_path / "ridge.h5", ridge, {"task": "movie"}))
+    assert loaded.metadata_ == {"task": "movie"}
     np.testing.assert_array_equal(loaded.alpha_, ridge.alpha_)
+    assert [t.info["alpha"] for t in loaded.transforms_] == ridge.alpha_.tolist()
     np.testing.assert_array_equal(loaded.sphere_sizes_, ridge.sphere_sizes_)
     np.testing.assert_array_equal(loaded.transform(dss)[3], ridge.transform(dss)[3])
     path = save_transform(

@@ -658,6 +658,10 @@ class _Accumulator:
 class SparseTransform:
     """One subject's searchlight transform: ``X @ matrix`` into the common space.
 
+    The public surface of the ROI alignment maps (``transform``, ``inverse_transform``,
+    ``shape``, ``n_features_in_``, ``n_components``, ``kind``, ``params``, ``info``)
+    with a sparse linear part and no offsets (PyMVPA's ``StaticProjectionMapper``).
+
     Attributes
     ----------
     matrix : scipy.sparse.csr_matrix (n_voxels, n_voxels)
@@ -666,13 +670,29 @@ class SparseTransform:
         Per-voxel (mean, std) applied to the data first (``zscore_all``).
     zscore_output : bool
         Z-score every output voxel over samples (over the rows of ``X``).
+    params, info : dict
+        The fit's parameters and details (e.g. the ridge penalty).
     """
 
-    def __init__(self, matrix, zscore_params=None, zscore_output=False):
+    kind = "searchlight"
+
+    def __init__(self, matrix, zscore_params=None, zscore_output=False, params=None, info=None):
         self.matrix = sparse.csr_matrix(matrix)
         self.zscore_params = zscore_params
         self.zscore_output = bool(zscore_output)
         self.shape = self.matrix.shape
+        self.params = dict(params or {})
+        self.info = dict(info or {})
+
+    @property
+    def n_features_in_(self):
+        """Voxels of the subject."""
+        return self.shape[0]
+
+    @property
+    def n_components(self):
+        """Dimensions (voxels) of the common space."""
+        return self.shape[1]
 
     def _check(self, X, n, name):
         X = np.asarray(X)
@@ -681,9 +701,7 @@ class SparseTransform:
                 f"`{name}` must be (n_samples, {n}) (one column per mask voxel, in the "
                 f"mask's order); got shape {X.shape}."
             )
-        if not np.issubdtype(X.dtype, np.floating):
-            X = X.astype(np.float64)
-        return X
+        return X.astype(np.float64, copy=False)
 
     def transform(self, X, name="X"):
         X = self._check(X, self.shape[0], name)
@@ -1168,6 +1186,7 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         V = int(mask.sum())
         S = len(first.values)
         dtype = np.dtype(p["dtype"])
+        pjson = json.loads(first.params)
         indices = indptr = None
         transforms = []
         for k in range(S):
@@ -1197,7 +1216,8 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             mat.data, mat.indices, mat.indptr = data, indices, indptr
             mat.has_sorted_indices = True
             zparams = (first.zscore_mean[k], first.zscore_std[k]) if p["zscore_all"] else None
-            transforms.append(SparseTransform(mat, zparams, p["zscore_output"]))
+            info = {"alpha": float(first.alpha[k])} if p["method"] == "ridge" else {}
+            transforms.append(SparseTransform(mat, zparams, p["zscore_output"], pjson, info))
         if p["common_space"] == "mask":
             template = next(q.template for q in partials if q.template is not None)
         else:
@@ -1268,7 +1288,10 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         V = self.n_features_in_
         mat = sparse.csr_matrix((data, acc.indices, acc.indptr), shape=(V, V))
         zp = (stats["zmean"][0], stats["zstd"][0]) if p["zscore_all"] else None
-        return SparseTransform(mat, zp, p["zscore_output"])
+        info = {"alpha": float(q["alpha"][0])} if p["method"] == "ridge" else {}
+        return SparseTransform(
+            mat, zp, p["zscore_output"], json.loads(_json_params(self, p)), info
+        )
 
     # -- mapping -------------------------------------------------------------------------
     def _check_fitted(self):
@@ -1859,8 +1882,12 @@ def _attr(v):
     return v
 
 
-def save_model(path, model, compression="gzip"):
-    """Write a fitted :class:`SearchlightHyperalignment` (template, transforms, mask)."""
+def save_model(path, model, metadata=None, compression="gzip"):
+    """Write a fitted :class:`SearchlightHyperalignment` (template, transforms, mask).
+
+    ``metadata`` (a JSON-able dict: task, space, training runs, ...) is stored for the
+    checks of whoever loads the model (``load_model(...).metadata_``).
+    """
     model._check_fitted()
     params = model.get_params()
     params.pop("mask_img")
@@ -1886,6 +1913,7 @@ def save_model(path, model, compression="gzip"):
         f.attrs["params"] = json.dumps(params, default=list)
         f.attrs["n_subjects"] = model.n_subjects_
         f.attrs["n_samples"] = model.n_samples_
+        f.attrs["metadata"] = json.dumps(metadata or {}, default=str)
         if getattr(model, "alpha_", None) is not None:
             f.create_dataset("alpha", data=model.alpha_)
         if getattr(model, "cv_errors_", None) is not None:
@@ -1913,12 +1941,18 @@ def load_model(path):
         for key in sorted(f["subjects"]):
             g = f["subjects"][key]
             zp = (g["zscore_mean"][()], g["zscore_std"][()]) if "zscore_mean" in g else None
-            transforms.append(SparseTransform(_read_csr(g, V), zp, params["zscore_output"]))
+            info = {}
+            if "alpha" in f:
+                info["alpha"] = float(f["alpha"][()][len(transforms)])
+            transforms.append(
+                SparseTransform(_read_csr(g, V), zp, params["zscore_output"], params, info)
+            )
         model.transforms_ = transforms
         model.mask_, model.affine_ = mask, affine
         model.n_subjects_ = int(f.attrs["n_subjects"])
         model.n_samples_ = int(f.attrs["n_samples"])
         model.n_features_in_ = V
+        model.metadata_ = json.loads(f.attrs["metadata"]) if "metadata" in f.attrs else {}
         if "alpha" in f:
             model.alpha_ = f["alpha"][()]
             model.cv_errors_ = f["cv_errors"][()] if "cv_errors" in f else None

@@ -136,9 +136,14 @@ def test_batched_polar_matches_procrustes_polar():
             assert rank[b] == r1
 
 
-def test_chunks_merge_bit_for_bit_in_any_order_and_n_jobs():
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"method": "ridge", "common_space": "mask", "alphas": [1.0, 10.0, 100.0]}],
+    ids=["procrustes", "ridge-mask"],
+)
+def test_chunks_merge_bit_for_bit_in_any_order_and_n_jobs(params):
     img, _, dss = _data(seed=2)
-    sl = SearchlightHyperalignment(img, radius=2 * VOXEL)
+    sl = SearchlightHyperalignment(img, radius=2 * VOXEL, **params)
     whole = clone(sl).fit(dss)
     parts = [sl.fit_partial(dss, chunk=k, n_chunks=5) for k in range(5)]
     merged = clone(sl).merge_partials(parts[::-1])

@@ -1304,22 +1304,31 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             )
 
     def transform(self, datasets):
-        """Map each subject's (n_i, n_voxels) data into the common space."""
+        """Map each subject's (n_i, n_voxels) data into the common space.
+
+        Subjects run on ``n_jobs`` threads (SciPy's sparse products release the GIL).
+        """
         self._check_fitted()
         datasets = _check_list(datasets, self.n_subjects_, "datasets")
-        return [
-            t.transform(X, f"datasets[{i}]")
-            for i, (t, X) in enumerate(zip(self.transforms_, datasets, strict=True))
-        ]
+        return self._map(datasets, inverse=False)
 
     def inverse_transform(self, datasets):
         """Map common-space data back to each subject's voxels (``Y @ T.T``)."""
         self._check_fitted()
         datasets = _check_list(datasets, self.n_subjects_, "datasets")
-        return [
-            t.inverse_transform(Y, f"datasets[{i}]")
-            for i, (t, Y) in enumerate(zip(self.transforms_, datasets, strict=True))
-        ]
+        return self._map(datasets, inverse=True)
+
+    def _map(self, datasets, inverse):
+        n_jobs = self._params()["n_jobs"]
+
+        def one(i):
+            t, X = self.transforms_[i], datasets[i]
+            if inverse:
+                return t.inverse_transform(X, f"datasets[{i}]")
+            return t.transform(X, f"datasets[{i}]")
+
+        with threadpool_limits(limits=1):
+            return list(thread_imap(one, range(len(datasets)), n_jobs))
 
 
 def _merge_template(partials, V, first, zscore_common, consume):

@@ -233,6 +233,10 @@ def test_fit_subject_maps_a_new_subject_onto_the_template():
     assert r_new > r_anat
     with pytest.raises(InputValidationError, match="same training samples"):
         sl.fit_subject(dss[4][:50])
+    flat = dss[4].copy()
+    flat[:, :-1] = 0.0
+    with pytest.raises(InputValidationError, match=r"new subject \(X\) has .* constant"):
+        sl.fit_subject(flat)
 
 
 def test_mask_common_space_is_roi_template_then_local_level3():

@@ -1274,6 +1274,7 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             p["combine_neighbormappers"],
         )
         stats = _data_stats([X], p["zscore_all"])
+        _check_constant_spheres(plan, stats, label="The new subject (X)")
         q = dict(p, featsel=1.0, common_space="mask")
         if p["method"] == "ridge":
             if len(p["alphas"]) > 1:
@@ -1479,7 +1480,7 @@ def _data_stats(datasets, zscore_all):
     }
 
 
-def _check_constant_spheres(plan, stats, label="subject"):
+def _check_constant_spheres(plan, stats, label=None):
     """Refuse spheres with no varying voxel in some subject, before any sphere is solved."""
     adj = plan.adjacency.astype(np.float64)
     for k, ss in enumerate(stats["ss"]):
@@ -1487,7 +1488,7 @@ def _check_constant_spheres(plan, stats, label="subject"):
         if dead.size:
             coords = np.stack(np.where(plan.mask), axis=1)[plan.centres[dead[:3]]]
             raise InputValidationError(
-                f"{label.capitalize()} {k} has {dead.size} sphere(s) whose voxels are all "
+                f"{label or f'Subject {k}'} has {dead.size} sphere(s) whose voxels are all "
                 f"constant over samples (centres at voxels {coords.tolist()}...); the mask "
                 "includes voxels without signal in this subject. Use the intersection of "
                 "the subjects' brain masks (nilearn.masking.intersect_masks) as mask_img."

@@ -1055,10 +1055,11 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             )
         if p["method"] == "ridge" and p["alphas"] == (0.0,) and n - 1 < plan.max_size:
             raise InputValidationError(
-                f"Ridge without a penalty (alpha=0) needs more training samples than voxels "
-                f"in every sphere: the largest sphere has {plan.max_size} voxels and there "
-                f"are {n} samples ({n - 1} degrees of freedom after centring). Pass alpha > "
-                "0, a smaller radius, or more training samples."
+                f"Ridge without a penalty (alphas=[0], alpha=0) needs more training samples "
+                f"than voxels in every sphere: the largest sphere has {plan.max_size} voxels "
+                f"and there are {n} samples ({n - 1} degrees of freedom after centring). Pass "
+                "penalties > 0 (alphas=None for the default grid), a smaller radius, or more "
+                "training samples."
             )
         stats = _data_stats(datasets, p["zscore_all"])
         _check_constant_spheres(plan, stats)
@@ -1127,8 +1128,10 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             warnings.warn(
                 "Some local Procrustes rotations are determined only on the span of the "
                 f"training data (rank {min_rank} in a sphere of up to {plan.max_size} "
-                f"voxels, {n} samples): components outside it are discarded. Use more "
-                "samples than voxels per sphere (a smaller radius) for full rotations.",
+                f"voxels, {n} samples; fewer samples than voxels, constant voxels or "
+                "collinear data): components of new data outside that span are discarded. "
+                "Use more samples than voxels per sphere (or a smaller radius) for full "
+                "rotations.",
                 UnderdeterminedRotationWarning,
                 stacklevel=2,
             )

@@ -39,10 +39,18 @@ import numpy as np
 from mvpa_flows.core.alignment.maps import MAP_KINDS, LinearMap, SRMMap, _as_2d
 from mvpa_flows.core.errors import InputValidationError
 
-__all__ = ["AlignmentModel", "load_model", "MODEL_FORMAT", "MODEL_FORMAT_VERSION"]
+__all__ = [
+    "AlignmentModel",
+    "check_model_metadata",
+    "load_model",
+    "MODEL_FORMAT",
+    "MODEL_FORMAT_VERSION",
+]
 
 MODEL_FORMAT = "mvpa_flows-alignment-model"
 MODEL_FORMAT_VERSION = "1.0"
+#: Searchlight hyperalignment models (sparse maps; see ``core.alignment.searchlight``).
+SEARCHLIGHT_MODEL_FORMAT = "mvpa_flows-searchlight-model"
 METHODS = ("procrustes", "ridge", "srm")
 
 
@@ -80,6 +88,9 @@ class AlignmentModel:
         Where the voxels come from (flat indices in the ROI grid, the ROI mask).
     """
 
+    #: The ``method`` values this class holds (a subclass with other maps sets its own).
+    methods = METHODS
+
     def __init__(
         self,
         method,
@@ -92,8 +103,8 @@ class AlignmentModel:
         voxel_indices=None,
         roi=None,
     ):
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
+        if method not in self.methods:
+            raise ValueError(f"method must be one of {self.methods}; got {method!r}.")
         self.method = method
         self.template = np.asarray(template, dtype=np.float64)
         self.maps = list(maps)
@@ -306,8 +317,29 @@ def _read_map(g):
     )
 
 
+def check_model_metadata(path, metadata, task=None, space=None):
+    """Refuse a model file whose recorded ``task``/``space`` differ from the wanted ones."""
+    wanted = {"task": task, "space": space}
+    wrong = {
+        k: (metadata.get(k), v)
+        for k, v in wanted.items()
+        if v is not None and metadata.get(k) is not None and str(metadata[k]) != str(v)
+    }
+    if wrong:
+        have = ", ".join(f"{k} '{a}'" for k, (a, _) in wrong.items())
+        want = ", ".join(f"{k} '{b}'" for k, (_, b) in wrong.items())
+        raise InputValidationError(
+            f"{path} is a model of {have}, not of {want}: its common space cannot "
+            "hold these subjects. Use a model fitted on the same task and space, or "
+            "fit a new one."
+        )
+
+
 def load_model(path, task=None, space=None):
     """Read an :class:`AlignmentModel` from HDF5; refuse one from another task or space.
+
+    Searchlight hyperalignment models (written by ``SearchlightModel.save``) are read
+    as :class:`~mvpa_flows.core.alignment.searchlight.SearchlightModel`.
 
     Parameters
     ----------
@@ -339,26 +371,17 @@ def load_model(path, task=None, space=None):
     with f:
         fmt = f.attrs.get("format")
         fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        if fmt == SEARCHLIGHT_MODEL_FORMAT:
+            from mvpa_flows.core.alignment.searchlight import read_searchlight_model
+
+            return read_searchlight_model(f, path, task=task, space=space)
         if fmt != MODEL_FORMAT:
             raise InputValidationError(
                 f"{path} is not an mvpa_flows alignment model (format={fmt!r}, expected "
                 f"{MODEL_FORMAT!r}); pass a file written by AlignmentModel.save."
             )
         metadata = json.loads(f.attrs["metadata"])
-        wanted = {"task": task, "space": space}
-        wrong = {
-            k: (metadata.get(k), v)
-            for k, v in wanted.items()
-            if v is not None and metadata.get(k) is not None and str(metadata[k]) != str(v)
-        }
-        if wrong:
-            have = ", ".join(f"{k} '{a}'" for k, (a, _) in wrong.items())
-            want = ", ".join(f"{k} '{b}'" for k, (_, b) in wrong.items())
-            raise InputValidationError(
-                f"{path} is a model of {have}, not of {want}: its common space cannot "
-                "hold these subjects. Use a model fitted on the same task and space, or "
-                "fit a new one."
-            )
+        check_model_metadata(path, metadata, task=task, space=space)
         subjects = [s.decode() if isinstance(s, bytes) else str(s) for s in f["subjects"][()]]
         maps = [_read_map(f["maps"][str(i)]) for i in range(int(f.attrs["n_subjects"]))]
         method = f.attrs["method"]

@@ -10,15 +10,15 @@ import pytest
 from pymvpa_reference import ProcrusteanMapper
 from sklearn.base import clone
 
+from mvpa_flows.core.alignment.model import AlignmentModel, load_model
 from mvpa_flows.core.alignment.procrustes import UnderdeterminedRotationWarning
 from mvpa_flows.core.alignment.searchlight import (
     SearchlightHyperalignment,
+    SearchlightModel,
     SparseTransform,
     _polar,
-    load_model,
     load_partial,
     load_transform,
-    save_model,
     save_partial,
     save_transform,
     scatter_centres,
@@ -318,21 +318,32 @@ def test_save_load_transform_and_model(tmp_path):
     ridge = SearchlightHyperalignment(
         img, radius=2 * VOXEL, method="ridge", alphas=[1.0, 10.0], common_space="mask"
     ).fit(dss)
-    loaded = load_model(save_model(tmp_path / "ridge.h5", ridge, {"task": "movie"}))
-    assert loaded.metadata_ == {"task": "movie"}
-    np.testing.assert_array_equal(loaded.alpha_, ridge.alpha_)
-    assert [t.info["alpha"] for t in loaded.transforms_] == ridge.alpha_.tolist()
-    np.testing.assert_array_equal(loaded.sphere_sizes_, ridge.sphere_sizes_)
+    ridge.model_.metadata.update(task="movie", space="MNI152NLin6Asym")
+    ridge.model_.subjects = ["01", "02", "03", "04"]
+    path = ridge.model_.save(tmp_path / "ridge.h5")
+    loaded = load_model(path, task="movie", space="MNI152NLin6Asym")
+    assert isinstance(loaded, SearchlightModel) and loaded.method == "searchlight"
+    assert loaded.metadata == {"task": "movie", "space": "MNI152NLin6Asym"}
+    assert loaded.subjects == ["01", "02", "03", "04"]
+    assert loaded.info["alpha"] == ridge.alpha_.tolist()
+    assert loaded.params == ridge.model_.params and loaded.params["method"] == "ridge"
+    assert [t.info["alpha"] for t in loaded.maps] == ridge.alpha_.tolist()
+    np.testing.assert_array_equal(loaded.mask, mask)
     np.testing.assert_array_equal(loaded.transform(dss)[3], ridge.transform(dss)[3])
+    np.testing.assert_array_equal(
+        loaded.fit_subject(dss[1]).matrix.toarray(), ridge.fit_subject(dss[1]).matrix.toarray()
+    )
+    with pytest.raises(InputValidationError, match="model of task 'movie', not of task 'rest'"):
+        load_model(path, task="rest")
     path = save_transform(
         tmp_path / "sub-01_xfm.h5", sl.transforms_[0], mask, img.affine, {"radius": 4.0}
     )
     t, info = load_transform(path)
     assert info["params"]["radius"] == 4.0 and np.array_equal(info["mask"], mask)
     np.testing.assert_array_equal(t.transform(dss[0]), sl.transforms_[0].transform(dss[0]))
-    mpath = save_model(tmp_path / "model.h5", sl)
+    mpath = sl.model_.save(tmp_path / "model.h5")
     loaded = load_model(mpath)
-    assert loaded.get_params()["radius"] == sl.radius
+    assert loaded.params["radius"] == sl.radius and loaded.params["zscore_all"] is True
     for a, b in zip(loaded.transform(dss), sl.transform(dss), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(
@@ -340,7 +351,70 @@ def test_save_load_transform_and_model(tmp_path):
     )
     with pytest.raises(InputValidationError, match="not an mvpa_flows file"):
         load_transform(mpath)
-    assert not list(tmp_path.glob("*.tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.h5",
+        "ridge.h5",
+        "sub-01_xfm.h5",
+    ]
+
+
+def test_model_follows_the_alignment_model_contract():
+    """model_ is an AlignmentModel: evaluation fits once and scores the sparse maps."""
+    from mvpa_flows.core.alignment.bsc import between_subject_classification
+    from mvpa_flows.core.alignment.evaluate import evaluate_new_subjects, hyperalign_and_evaluate
+
+    img, mask, dss = _data(n_subjects=5, n_samples=120, seed=12)
+    train, test = [ref.zscore(X[:80]) for X in dss], [ref.zscore(X[80:]) for X in dss]
+    sl = SearchlightHyperalignment(img, radius=2 * VOXEL, dtype="float64")
+    fitted = clone(sl).fit(train[:4])
+    model = fitted.model_
+    assert isinstance(model, AlignmentModel) and model.n_subjects == 4
+    assert model.n_samples == 80 and model.n_components == dss[0].shape[1]
+    assert model.info["ref_ds"] == 0 and model.info["n_centres"] == int(mask.sum())
+    np.testing.assert_array_equal(model.voxel_indices, np.flatnonzero(mask))
+    # the estimator is fitted once inside the evaluation and scores its own transform
+    scores = between_subject_classification(
+        train[:4], test[:4], tr=2.0, segment_length=8.0, alignment=sl
+    )
+    expected = _segment_accuracy(fitted.transform(test[:4]), 4)
+    np.testing.assert_allclose(scores.hyperaligned.to_numpy(), expected)
+    out = hyperalign_and_evaluate(
+        train[:4], test[:4], ["a", "b", "c", "d"], tr=2.0, segment_length=8.0, alignment=sl
+    )
+    assert out["model"].subjects == ["a", "b", "c", "d"] and out["fit"]["method"] == "searchlight"
+    # a new subject through the evaluation of new subjects
+    new = evaluate_new_subjects(
+        fitted, [train[4]], [test[4]], test[:4], tr=2.0, segment_length=8.0
+    )
+    assert isinstance(new["maps"][0], SparseTransform)
+    np.testing.assert_array_equal(
+        new["maps"][0].matrix.toarray(), fitted.fit_subject(train[4]).matrix.toarray()
+    )
+    with pytest.raises(InputValidationError, match="80 training samples.*has 50|has 50.*80"):
+        fitted.fit_subject(train[4][:50])
+    with pytest.raises(InputValidationError, match="34 voxels but the model's subjects have 35"):
+        fitted.fit_subject(train[4][:, :34])
+
+
+def test_evaluation_inputs_are_checked_before_the_fit(monkeypatch):
+    img, _, dss = _data(seed=13)
+    sl = SearchlightHyperalignment(img, radius=2 * VOXEL)
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the fit ran before the inputs were checked")
+
+    monkeypatch.setattr(SearchlightHyperalignment, "fit_partial", no_fit)
+    from mvpa_flows.core.alignment.bsc import between_subject_classification
+
+    test = [X[::-1].copy() for X in dss]
+    with pytest.raises(InputValidationError, match="segment_length"):
+        between_subject_classification(dss, test, tr=2.0, segment_length=1000.0, alignment=sl)
+    with pytest.raises(InputValidationError, match="circular"):
+        between_subject_classification(
+            dss, test, tr=2.0, segment_length=8.0, alignment=sl, train_runs=[1], test_runs=[1]
+        )
+    with pytest.raises(InputValidationError, match="circular"):
+        between_subject_classification(dss, dss, tr=2.0, segment_length=8.0, alignment=sl)
 
 
 def test_sklearn_conventions_and_public_export():
@@ -373,7 +447,7 @@ def test_bad_input(tmp_path):
         SearchlightHyperalignment(img, radius=4.0, method="ridge", alphas=[0]).fit(
             [d[:5] for d in dss]
         )
-    with pytest.raises(InputValidationError, match="'alphas'.*penalties > 0"):
+    with pytest.raises(InputValidationError, match="'alphas'.*positive finite penalties"):
         SearchlightHyperalignment(img, radius=4.0, method="ridge", alphas=[0, 1]).fit(dss)
     with pytest.raises(InputValidationError, match="'cv_blocks'.*>= 3"):
         SearchlightHyperalignment(img, radius=4.0, method="ridge", cv_blocks=2).fit(dss)

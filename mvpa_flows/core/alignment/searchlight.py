@@ -1,5 +1,13 @@
 """Searchlight hyperalignment (Guntupalli et al., 2016): one sparse whole-brain map per subject.
 
+``SearchlightHyperalignment`` has the contract of the ROI alignment estimators
+(:class:`~mvpa_flows.core.alignment.hyperalignment.Hyperalignment`): ``fit`` on a list of
+(n_samples, n_voxels) arrays, ``transform``, ``fit_subject`` returning a fitted map, and
+``model_`` (a :class:`SearchlightModel`, an
+:class:`~mvpa_flows.core.alignment.model.AlignmentModel` with sparse maps) for evaluation
+(:func:`~mvpa_flows.core.alignment.bsc.between_subject_classification` with
+``alignment=``), new subjects and files.
+
 The algorithm is PyMVPA 2.6's ``SearchlightHyperalignment`` with its defaults:
 
 1. **Centres.** Every mask voxel, or (``sparse_radius``) a greedy scatter: the last
@@ -75,9 +83,18 @@ Per-subject transform (``*_xfm.h5``, :func:`save_transform`)::
 ``transform(X) = ((X - zscore_mean) / zscore_std) @ T`` (z-scored per voxel afterwards
 when ``zscore_output``); ``inverse_transform(Y) = Y @ T.T`` (then un-z-scored).
 
-Model (:func:`save_model`): ``/template`` (n_samples, n_voxels), ``/mask``, ``/affine``,
-``/centres`` (mask indices of the sphere centres), ``/subjects/<k>/{data,indices,indptr,
-zscore_mean,zscore_std}`` and the parameters; ``format="mvpa_flows-searchlight-model"``.
+Model (:meth:`SearchlightModel.save`; read by
+:func:`mvpa_flows.core.alignment.model.load_model`, which also reads the ROI models)::
+
+    /template     (n_samples, n_voxels) the common space over the training samples
+    /subjects     (n_subjects,) subject labels (UTF-8)
+    /mask, /affine, /centres (mask indices of the sphere centres), optional
+    /centre_candidates (the ``centres`` parameter as mask indices)
+    /maps/<i>/{data,indices,indptr}   subject i's CSR matrix; optional zscore_mean,
+                  zscore_std; attrs kind="searchlight", info (JSON), zscore_output
+    attrs: format="mvpa_flows-searchlight-model", format_version, method="searchlight",
+           n_subjects, n_samples, n_components, params, info, metadata (JSON: task,
+           space, training runs, ...), mvpa_flows_version
 
 Chunk partial (:func:`save_partial`): the integer sums of one chunk,
 ``/pattern_indptr``, ``/pattern_indices`` (CSR pattern), ``/values`` (n_subjects, nnz)
@@ -97,7 +114,6 @@ import hashlib
 import json
 import numbers
 import os
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -107,26 +123,32 @@ from scipy import linalg, sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from threadpoolctl import threadpool_limits
 
-from mvpa_flows.core._parallel import resolve_n_jobs, thread_imap
+from mvpa_flows.core._parallel import fit_blas_limits, resolve_n_jobs, thread_imap, thread_map
+from mvpa_flows.core.alignment.model import (
+    SEARCHLIGHT_MODEL_FORMAT,
+    AlignmentModel,
+    check_model_metadata,
+)
 from mvpa_flows.core.alignment.procrustes import UnderdeterminedRotationWarning
+from mvpa_flows.core.alignment.ridge import DEFAULT_ALPHAS, check_alphas, contiguous_blocks
 from mvpa_flows.core.errors import InputValidationError
 from mvpa_flows.core.searchlight.neighbourhoods import sphere_adjacency
 
 __all__ = [
     "SearchlightHyperalignment",
+    "SearchlightModel",
     "SearchlightPartial",
     "SparseTransform",
-    "load_model",
     "load_partial",
     "load_transform",
-    "save_model",
+    "read_searchlight_model",
     "save_partial",
     "save_transform",
     "scatter_centres",
 ]
 
 FORMAT_TRANSFORM = "mvpa_flows-searchlight-xfm"
-FORMAT_MODEL = "mvpa_flows-searchlight-model"
+FORMAT_MODEL = SEARCHLIGHT_MODEL_FORMAT
 FORMAT_PARTIAL = "mvpa_flows-searchlight-partial"
 FORMAT_VERSION = "1.0"
 
@@ -746,10 +768,6 @@ class SearchlightPartial:
         )
 
 
-#: Candidate ridge penalties (for z-scored data: 0.1 to 1e6, half-decade steps), chosen
-#: per subject inside ``fit`` by blocked cross-validation (as the ROI ridge alignment).
-DEFAULT_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-1.0, 6.01, 0.5))
-
 _HA_KEYS = ("level2_n_iter", "zscore_all", "zscore_common", "level1_equal_weight")
 
 
@@ -813,6 +831,9 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
+    model_ : SearchlightModel
+        The fitted model (template, maps, parameters, fit details): what evaluation, new
+        subjects and files use (``model_.save(path)``; ``load_model(path)``).
     transforms_ : list of SparseTransform
         One sparse (n_voxels x n_voxels) transform per subject.
     template_ : ndarray (n_samples, n_voxels)
@@ -908,29 +929,14 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             "radius": _number(self.radius, "radius", 0, True, fix=" Pass e.g. radius=9 (mm)."),
             "sparse_radius": _number(self.sparse_radius, "sparse_radius", 0, True, True),
         }
-        alphas = DEFAULT_ALPHAS if self.alphas is None else self.alphas
-        grid = list(np.atleast_1d(np.asarray(alphas, dtype=object)))
-        if not grid:
-            raise InputValidationError(
-                "Parameter 'alphas' must be a non-empty list of penalties; got an empty "
-                "one. Pass e.g. alphas=[1, 10, 100] or None for the default grid."
-            )
-        grid = [_number(a, "alphas", 0) for a in grid]
-        if len(grid) > 1 and min(grid) <= 0:
-            raise InputValidationError(
-                f"Parameter 'alphas' is a grid for cross-validation and must hold penalties "
-                f"> 0; got {grid}. Pass alphas=[0] alone for unpenalised regression."
-            )
-        p["alphas"] = tuple(sorted(set(grid)))
+        # the ROI ridge alignment's grid and checks; a single 0 (no penalty) is allowed
+        single = np.atleast_1d(np.asarray(DEFAULT_ALPHAS if self.alphas is None else self.alphas))
+        if single.shape == (1,) and isinstance(single[0], numbers.Real) and single[0] == 0:
+            p["alphas"] = (0.0,)
+        else:
+            p["alphas"] = tuple(float(a) for a in check_alphas(self.alphas))
         p["alpha"] = None
-        blocks = self.cv_blocks
-        if not isinstance(blocks, numbers.Integral) or isinstance(blocks, bool) or blocks < 3:
-            raise InputValidationError(
-                f"Parameter 'cv_blocks' must be an integer >= 3 (contiguous blocks of the "
-                f"training samples for choosing the ridge penalty); got {blocks!r}. Pass "
-                "e.g. cv_blocks=5."
-            )
-        p["cv_blocks"] = int(blocks)
+        p["cv_blocks"] = self.cv_blocks
         for key, options in (
             ("method", ("procrustes", "ridge")),
             ("common_space", ("searchlight", "mask")),
@@ -1046,13 +1052,8 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
                 f"Searchlight hyperalignment needs at least 2 subjects to build the common "
                 f"space; got {n_train} (of {S}, excluding {p['exclude_from_model']})."
             )
-        if p["method"] == "ridge" and len(p["alphas"]) > 1 and n < 2 * p["cv_blocks"]:
-            raise InputValidationError(
-                f"Ridge alignment needs at least 3 contiguous training blocks of at least 2 "
-                f"samples to choose its penalty; {n} training samples cannot make "
-                f"cv_blocks={p['cv_blocks']} blocks. Use more training samples, fewer blocks "
-                "(cv_blocks >= 3) or a single penalty (alphas=[...])."
-            )
+        if p["method"] == "ridge" and len(p["alphas"]) > 1:
+            contiguous_blocks(n, p["cv_blocks"])
         if p["method"] == "ridge" and p["alphas"] == (0.0,) and n - 1 < plan.max_size:
             raise InputValidationError(
                 f"Ridge without a penalty (alphas=[0], alpha=0) needs more training samples "
@@ -1102,6 +1103,12 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
                 f"({len(plan.centres)}); use at most that many chunks."
             )
         positions = plan.chunk(chunk, n_chunks)
+        # BLAS threads x n_jobs never exceed the free cores (the sphere batches below run
+        # with one BLAS thread each; this bounds the whole-mask steps)
+        with fit_blas_limits(p["n_jobs"]):
+            return self._fit_chunk(plan, datasets, stats, p, positions, chunk, n_chunks)
+
+    def _fit_chunk(self, plan, datasets, stats, p, positions, chunk, n_chunks):
         S, n = len(datasets), datasets[0].shape[0]
         template = None
         if p["common_space"] == "mask":
@@ -1233,11 +1240,30 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             self.centres,
             p["combine_neighbormappers"],
         )
-        self.transforms_ = transforms
-        self.template_ = template
+        info = {
+            "ref_ds": p["ref_ds"],
+            "n_centres": int(len(plan.centres)),
+            "sphere_voxels": [int(plan.sizes.min()), int(plan.sizes.max())],
+        }
         if p["method"] == "ridge":
             self.alpha_ = np.asarray(first.alpha, dtype=float)
             self.cv_errors_ = first.cv_errors
+            info["alpha"] = self.alpha_.tolist()
+            if first.cv_errors is not None:
+                info["cv_errors"] = np.asarray(first.cv_errors).tolist()
+        candidates = None if self.centres is None else _as_index_array(self.centres, mask, affine)
+        self.model_ = SearchlightModel(
+            template,
+            transforms,
+            _model_params(self, p),
+            mask,
+            affine,
+            plan.centres,
+            centre_candidates=candidates,
+            info=info,
+        )
+        self.transforms_ = transforms
+        self.template_ = template
         self.centres_ = plan.centres
         self.sphere_sizes_ = plan.sizes
         self.mask_ = mask
@@ -1245,11 +1271,6 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         self.n_subjects_ = S
         self.n_features_in_ = V
         self.n_samples_ = first.n_samples
-        self._zscore_params = (
-            [(first.zscore_mean[k], first.zscore_std[k]) for k in range(S)]
-            if p["zscore_all"]
-            else None
-        )
         return self
 
     def fit_subject(self, X):
@@ -1257,49 +1278,15 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
 
         ``X`` (n_samples, n_voxels): the new subject's data on the training samples
         (same stimulus, same order), in the mask's voxel order. Returns a
-        :class:`SparseTransform`; the model is not changed.
+        :class:`SparseTransform` (``transform(X_test)`` puts new data in the common
+        space); the model is not changed. See :meth:`SearchlightModel.fit_subject`.
         """
         self._check_fitted()
-        p = self._params()
-        X = _check_datasets([X], self.n_features_in_, name="X", min_subjects=1)[0]
-        if X.shape[0] != self.n_samples_:
-            raise InputValidationError(
-                f"`X` has {X.shape[0]} samples but the model was fitted on "
-                f"{self.n_samples_}; a new subject needs data on the same training samples "
-                "(same stimulus, same order)."
-            )
-        plan = _Plan(
-            self.mask_,
-            self.affine_,
-            p["radius"],
-            p["sparse_radius"],
-            self.centres,
-            p["combine_neighbormappers"],
-        )
-        stats = _data_stats([X], p["zscore_all"])
-        _check_constant_spheres(plan, stats, label="The new subject (X)")
-        q = dict(p, featsel=1.0, common_space="mask")
-        if p["method"] == "ridge":
-            if len(p["alphas"]) > 1:
-                q["alpha"], _ = _choose_alpha(plan, [X], stats, q, self.template_)
-            else:
-                q["alpha"] = np.full(1, p["alphas"][0])
-        e_map, _, _ = _exponents(plan, stats, q, X.shape[0], self.template_)
-        positions = np.arange(len(plan.centres))
-        acc = _Accumulator(plan, positions, 1, X.shape[0], p["combine_neighbormappers"], False)
-        _run(plan, positions, [X], stats, q, acc, e_map, 0, self.template_, [0])
-        data = np.ldexp(acc.values[0].astype(np.float64), -e_map).astype(np.dtype(p["dtype"]))
-        V = self.n_features_in_
-        mat = sparse.csr_matrix((data, acc.indices, acc.indptr), shape=(V, V))
-        zp = (stats["zmean"][0], stats["zstd"][0]) if p["zscore_all"] else None
-        info = {"alpha": float(q["alpha"][0])} if p["method"] == "ridge" else {}
-        return SparseTransform(
-            mat, zp, p["zscore_output"], json.loads(_json_params(self, p)), info
-        )
+        return self.model_.fit_subject(X)
 
     # -- mapping -------------------------------------------------------------------------
     def _check_fitted(self):
-        if not hasattr(self, "transforms_"):
+        if not hasattr(self, "model_"):
             from sklearn.exceptions import NotFittedError
 
             raise NotFittedError(
@@ -1313,26 +1300,209 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
         Subjects run on ``n_jobs`` threads (SciPy's sparse products release the GIL).
         """
         self._check_fitted()
-        datasets = _check_list(datasets, self.n_subjects_, "datasets")
-        return self._map(datasets, inverse=False)
+        return self.model_.transform(datasets)
 
     def inverse_transform(self, datasets):
         """Map common-space data back to each subject's voxels (``Y @ T.T``)."""
         self._check_fitted()
-        datasets = _check_list(datasets, self.n_subjects_, "datasets")
-        return self._map(datasets, inverse=True)
+        return self.model_.inverse_transform(datasets)
 
-    def _map(self, datasets, inverse):
-        n_jobs = self._params()["n_jobs"]
 
-        def one(i):
-            t, X = self.transforms_[i], datasets[i]
-            if inverse:
-                return t.inverse_transform(X, f"datasets[{i}]")
-            return t.transform(X, f"datasets[{i}]")
+class SearchlightModel(AlignmentModel):
+    """A fitted searchlight hyperalignment: :class:`AlignmentModel` with sparse maps.
 
+    The contract of the ROI models (``transform``, ``inverse_transform``,
+    ``check_new_subject``, ``fit_subject``, ``save``; ``template``, ``maps``,
+    ``params``, ``info``, ``subjects``, ``metadata``) with one
+    :class:`SparseTransform` per subject. ``method`` is ``"searchlight"``;
+    ``params["method"]`` names the local maps (``"procrustes"`` or ``"ridge"``).
+
+    Parameters
+    ----------
+    template : ndarray (n_samples, n_voxels)
+        The whole-mask common space over the training samples.
+    maps : list of SparseTransform
+    params : dict
+        The estimator's parameters other than ``mask_img`` and ``centres`` (JSON-able).
+    mask : ndarray (X, Y, Z) bool
+        The analysis mask (also ``roi``; ``voxel_indices`` are its flat indices).
+    affine : ndarray (4, 4)
+    centres : ndarray of int
+        Mask voxel indices of the sphere centres.
+    centre_candidates : ndarray of int, optional
+        The ``centres`` parameter as mask voxel indices.
+    info, subjects, metadata
+        As :class:`AlignmentModel` (``info``: ``ref_ds``, ``n_centres``,
+        ``sphere_voxels`` [min, max], ridge ``alpha`` per subject and ``cv_errors``).
+    """
+
+    methods = ("searchlight",)
+
+    def __init__(
+        self,
+        template,
+        maps,
+        params,
+        mask,
+        affine,
+        centres,
+        centre_candidates=None,
+        info=None,
+        subjects=None,
+        metadata=None,
+    ):
+        mask = np.asarray(mask) != 0
+        super().__init__(
+            "searchlight",
+            template,
+            maps,
+            params=params,
+            info=info,
+            subjects=subjects,
+            metadata=metadata,
+            voxel_indices=np.flatnonzero(mask),
+            roi=mask,
+        )
+        self.affine = np.asarray(affine, dtype=float)
+        self.centres = np.asarray(centres, dtype=np.int64)
+        self.centre_candidates = (
+            None if centre_candidates is None else np.asarray(centre_candidates, np.int64)
+        )
+
+    @property
+    def mask(self):
+        """The analysis mask (3-D bool); subjects' voxels are its voxels in C order."""
+        return self.roi
+
+    def estimator(self):
+        """An unfitted :class:`SearchlightHyperalignment` with this model's parameters."""
+        import nibabel as nib
+
+        img = nib.Nifti1Image(self.roi.astype(np.uint8), self.affine)
+        return SearchlightHyperalignment(img, centres=self.centre_candidates, **self.params)
+
+    def _n_jobs(self):
+        return resolve_n_jobs(self.params.get("n_jobs", 1))
+
+    def transform(self, datasets, name="datasets"):
+        """Map each fitted subject's data into the common space (subjects on threads)."""
+        data = self._per_subject(datasets, name)
         with threadpool_limits(limits=1):
-            return list(thread_imap(one, range(len(datasets)), n_jobs))
+            return thread_map(
+                lambda i: self.maps[i].transform(data[i], f"{name}[{i}]"),
+                range(len(data)),
+                self._n_jobs(),
+            )
+
+    def inverse_transform(self, datasets, name="datasets"):
+        """Common-space data back to each subject's voxels (``Y @ T.T``, un-z-scored)."""
+        data = self._per_subject(datasets, name, inverse=True)
+        with threadpool_limits(limits=1):
+            return thread_map(
+                lambda i: self.maps[i].inverse_transform(data[i], f"{name}[{i}]"),
+                range(len(data)),
+                self._n_jobs(),
+            )
+
+    def fit_subject(self, X):
+        """Fit a new subject's sparse map into this (unchanged) common space.
+
+        Level 3 in every sphere of the model (the same centres and spheres), onto the
+        model's ``template``: a local rotation, or a ridge map with its penalty chosen by
+        blocked cross-validation on ``X`` when the model's ``params["method"]`` is
+        ``"ridge"``; feature selection is not applied (PyMVPA maps every voxel).
+
+        Parameters
+        ----------
+        X : array (n_samples, n_voxels)
+            The new subject's data on the model's training samples, in mask order.
+
+        Returns
+        -------
+        SparseTransform
+        """
+        X = self.check_new_subject(X)
+        est = self.estimator()
+        p = est._params()
+        plan = _Plan(
+            self.roi,
+            self.affine,
+            p["radius"],
+            p["sparse_radius"],
+            self.centre_candidates,
+            p["combine_neighbormappers"],
+        )
+        stats = _data_stats([X], p["zscore_all"])
+        _check_constant_spheres(plan, stats, label="The new subject (X)")
+        q = dict(p, featsel=1.0, common_space="mask")
+        with fit_blas_limits(p["n_jobs"]):
+            if p["method"] == "ridge":
+                if len(p["alphas"]) > 1:
+                    q["alpha"], _ = _choose_alpha(plan, [X], stats, q, self.template)
+                else:
+                    q["alpha"] = np.full(1, p["alphas"][0])
+            e_map, _, _ = _exponents(plan, stats, q, X.shape[0], self.template)
+            positions = np.arange(len(plan.centres))
+            acc = _Accumulator(plan, positions, 1, X.shape[0], p["combine_neighbormappers"], False)
+            _run(plan, positions, [X], stats, q, acc, e_map, 0, self.template, [0])
+        data = np.ldexp(acc.values[0].astype(np.float64), -e_map).astype(np.dtype(p["dtype"]))
+        V = plan.n_voxels
+        mat = sparse.csr_matrix((data, acc.indices, acc.indptr), shape=(V, V))
+        zp = (stats["zmean"][0], stats["zstd"][0]) if p["zscore_all"] else None
+        info = {"alpha": float(q["alpha"][0])} if p["method"] == "ridge" else {}
+        return SparseTransform(mat, zp, p["zscore_output"], dict(self.params), info)
+
+    def save(self, path, compression="gzip"):
+        """Write the model to ``path`` (HDF5, layout in the module notes), atomically;
+        :func:`mvpa_flows.core.alignment.model.load_model` reads it back."""
+        import h5py
+
+        from mvpa_flows import __version__
+        from mvpa_flows.core.alignment.model import _json
+        from mvpa_flows.core.io import atomic_path
+
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT_MODEL
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["method"] = self.method
+            f.attrs["n_subjects"] = self.n_subjects
+            f.attrs["n_samples"] = self.n_samples
+            f.attrs["n_components"] = self.n_components
+            f.attrs["params"] = _json(self.params)
+            f.attrs["info"] = _json(self.info)
+            f.attrs["metadata"] = _json(self.metadata)
+            f.attrs["mvpa_flows_version"] = __version__
+            f.create_dataset("template", data=self.template, compression=compression)
+            f.create_dataset("subjects", data=np.array(self.subjects, dtype=h5py.string_dtype()))
+            f.create_dataset("mask", data=self.roi.astype(np.uint8), compression=compression)
+            f.create_dataset("affine", data=self.affine)
+            f.create_dataset("centres", data=self.centres)
+            if self.centre_candidates is not None:
+                f.create_dataset("centre_candidates", data=self.centre_candidates)
+            for i, t in enumerate(self.maps):
+                g = f.create_group(f"maps/{i}")
+                g.attrs["kind"] = t.kind
+                g.attrs["info"] = _json(t.info)
+                g.attrs["zscore_output"] = t.zscore_output
+                _write_csr(g, t.matrix, compression)
+                if t.zscore_params is not None:
+                    g.create_dataset("zscore_mean", data=t.zscore_params[0])
+                    g.create_dataset("zscore_std", data=t.zscore_params[1])
+        return Path(path)
+
+
+def _model_params(est, p):
+    """The estimator's parameters without ``mask_img``/``centres``, as checked values
+    (JSON-able; ``alphas`` the grid actually used)."""
+    params = est.get_params()
+    params.pop("mask_img")
+    params.pop("centres")
+    for key in params:
+        if key in p and key != "n_jobs":
+            params[key] = p[key]
+    params["alphas"] = list(p["alphas"])
+    params["exclude_from_model"] = list(p["exclude_from_model"])
+    return params
 
 
 def _merge_template(partials, V, first, zscore_common, consume):
@@ -1374,20 +1544,6 @@ def _is_dtype(value):
     except TypeError:
         return False
     return True
-
-
-def _check_list(datasets, n_subjects, name):
-    if not isinstance(datasets, (list, tuple)):
-        raise InputValidationError(
-            f"`{name}` must be a list of 2-D arrays, one per subject; got "
-            f"{type(datasets).__name__}."
-        )
-    if len(datasets) != n_subjects:
-        raise InputValidationError(
-            f"`{name}` has {len(datasets)} subjects but the model has {n_subjects}; pass "
-            "them in the order used in fit (fit_subject maps a new subject)."
-        )
-    return datasets
 
 
 def _check_datasets(datasets, n_voxels, name="datasets", min_subjects=2):
@@ -1499,24 +1655,26 @@ def _check_constant_spheres(plan, stats, label=None):
 
 
 def _mask_template(datasets, stats, p):
-    """ROI hyperalignment of the whole mask (the ``common_space='mask'`` template)."""
-    from mvpa_flows.core.alignment.hyperalignment import hyperalign
+    """ROI hyperalignment of the whole mask (the ``common_space='mask'`` template):
+    levels 1 and 2 of :mod:`mvpa_flows.core.alignment.hyperalignment`, no level-3 maps."""
+    from mvpa_flows.core.alignment.hyperalignment import (
+        _check_params,
+        _fit_levels,
+        validate_datasets,
+    )
 
     train = [i for i in range(len(datasets)) if i not in p["exclude_from_model"]]
-    ref = train.index(p["ref_ds"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnderdeterminedRotationWarning)
-        res = hyperalign(
-            [datasets[i] for i in train],
-            n_jobs=p["n_jobs"],
-            ref_ds=ref,
-            level2_n_iter=p["level2_n_iter"],
-            zscore_all=p["zscore_all"],
-            zscore_common=p["zscore_common"],
-            level1_equal_weight=p["level1_equal_weight"],
-            scaling=p["scaling"],
-            reflection=p["reflection"],
-        )
+    subjects = validate_datasets([datasets[i] for i in train])
+    hp = _check_params(
+        {
+            "ref_ds": train.index(p["ref_ds"]),
+            "scaling": p["scaling"],
+            "reflection": p["reflection"],
+            **{k: p[k] for k in _HA_KEYS},
+        },
+        len(subjects),
+    )
+    res = _fit_levels(subjects, hp, p["n_jobs"], level3=False)
     return np.asarray(res["template"], dtype=np.float64)
 
 
@@ -1582,8 +1740,7 @@ def _choose_alpha(plan, datasets, stats, p, template, max_spheres=256):
     alphas = np.asarray(p["alphas"])
     n_c = len(plan.centres)
     positions = np.unique(np.linspace(0, n_c - 1, min(n_c, max_spheres)).round().astype(int))
-    edges = np.linspace(0, n, p["cv_blocks"] + 1).round().astype(int)
-    folds = [np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    folds = [np.arange(a, b) for a, b in contiguous_blocks(n, p["cv_blocks"])]
     train = [i for i in range(S) if i not in p["exclude_from_model"]]
     ip, ind = plan.adjacency.indptr, plan.adjacency.indices
 
@@ -1787,20 +1944,13 @@ def _run(plan, positions, datasets, stats, p, acc, e_map, e_tpl, template, subje
 def _atomic_h5(path, write):
     import h5py
 
+    from mvpa_flows.core.io import atomic_path
+
     path = Path(path)
     if path.suffix != ".h5":
         raise InputValidationError(f"`path` must end in .h5; got {path.name!r}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        write(f)
     return path
 
 
@@ -1895,84 +2045,48 @@ def _attr(v):
     return v
 
 
-def save_model(path, model, metadata=None, compression="gzip"):
-    """Write a fitted :class:`SearchlightHyperalignment` (template, transforms, mask).
-
-    ``metadata`` (a JSON-able dict: task, space, training runs, ...) is stored for the
-    checks of whoever loads the model (``load_model(...).metadata_``).
-    """
-    model._check_fitted()
-    params = model.get_params()
-    params.pop("mask_img")
-    centres = params.pop("centres")
-
-    def write(f):
-        f.create_dataset("template", data=model.template_, compression=compression)
-        f.create_dataset("mask", data=model.mask_.astype(np.uint8), compression=compression)
-        f.create_dataset("affine", data=model.affine_)
-        f.create_dataset("centres", data=model.centres_)
-        if centres is not None:
-            f.create_dataset(
-                "centre_candidates", data=_as_index_array(centres, model.mask_, model.affine_)
-            )
-        for k, t in enumerate(model.transforms_):
-            g = f.create_group(f"subjects/{k:04d}")
-            _write_csr(g, t.matrix, compression)
-            if t.zscore_params is not None:
-                g.create_dataset("zscore_mean", data=t.zscore_params[0])
-                g.create_dataset("zscore_std", data=t.zscore_params[1])
-        f.attrs["format"] = FORMAT_MODEL
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["params"] = json.dumps(params, default=list)
-        f.attrs["n_subjects"] = model.n_subjects_
-        f.attrs["n_samples"] = model.n_samples_
-        f.attrs["metadata"] = json.dumps(metadata or {}, default=str)
-        if getattr(model, "alpha_", None) is not None:
-            f.create_dataset("alpha", data=model.alpha_)
-        if getattr(model, "cv_errors_", None) is not None:
-            f.create_dataset("cv_errors", data=model.cv_errors_)
-
-    return _atomic_h5(path, write)
-
-
-def load_model(path):
-    """Read :func:`save_model`'s file into a fitted :class:`SearchlightHyperalignment`."""
-    import nibabel as nib
-
-    with _open_h5(path, FORMAT_MODEL) as f:
-        params = json.loads(f.attrs["params"])
-        mask = f["mask"][()] != 0
-        affine = f["affine"][()]
-        cand = f["centre_candidates"][()] if "centre_candidates" in f else None
-        model = SearchlightHyperalignment(
-            nib.Nifti1Image(mask.astype(np.uint8), affine), centres=cand, **params
+def read_searchlight_model(f, path, task=None, space=None):
+    """The :class:`SearchlightModel` in the open HDF5 file ``f`` (written by
+    :meth:`SearchlightModel.save`; read through
+    :func:`mvpa_flows.core.alignment.model.load_model`)."""
+    version = f.attrs.get("format_version")
+    version = version.decode() if isinstance(version, bytes) else str(version)
+    if version != FORMAT_VERSION:
+        raise InputValidationError(
+            f"{path} is a searchlight model of format version {version}; this version of "
+            f"mvpa_flows reads {FORMAT_VERSION}. Fit the model again."
         )
-        V = int(mask.sum())
-        model.template_ = f["template"][()]
-        model.centres_ = f["centres"][()]
-        transforms = []
-        for key in sorted(f["subjects"]):
-            g = f["subjects"][key]
-            zp = (g["zscore_mean"][()], g["zscore_std"][()]) if "zscore_mean" in g else None
-            info = {}
-            if "alpha" in f:
-                info["alpha"] = float(f["alpha"][()][len(transforms)])
-            transforms.append(
-                SparseTransform(_read_csr(g, V), zp, params["zscore_output"], params, info)
+    metadata = json.loads(f.attrs["metadata"])
+    check_model_metadata(path, metadata, task=task, space=space)
+    params = json.loads(f.attrs["params"])
+    mask = f["mask"][()] != 0
+    V = int(mask.sum())
+    maps = []
+    for i in range(int(f.attrs["n_subjects"])):
+        g = f["maps"][str(i)]
+        zp = (g["zscore_mean"][()], g["zscore_std"][()]) if "zscore_mean" in g else None
+        maps.append(
+            SparseTransform(
+                _read_csr(g, V),
+                zp,
+                bool(g.attrs["zscore_output"]),
+                params,
+                json.loads(g.attrs["info"]),
             )
-        model.transforms_ = transforms
-        model.mask_, model.affine_ = mask, affine
-        model.n_subjects_ = int(f.attrs["n_subjects"])
-        model.n_samples_ = int(f.attrs["n_samples"])
-        model.n_features_in_ = V
-        model.metadata_ = json.loads(f.attrs["metadata"]) if "metadata" in f.attrs else {}
-        if "alpha" in f:
-            model.alpha_ = f["alpha"][()]
-            model.cv_errors_ = f["cv_errors"][()] if "cv_errors" in f else None
-    p = model._params()
-    plan = _Plan(mask, affine, p["radius"], p["sparse_radius"], cand, p["combine_neighbormappers"])
-    model.sphere_sizes_ = plan.sizes
-    return model
+        )
+    subjects = [s.decode() if isinstance(s, bytes) else str(s) for s in f["subjects"][()]]
+    return SearchlightModel(
+        f["template"][()],
+        maps,
+        params,
+        mask,
+        f["affine"][()],
+        f["centres"][()],
+        centre_candidates=f["centre_candidates"][()] if "centre_candidates" in f else None,
+        info=json.loads(f.attrs["info"]),
+        subjects=subjects,
+        metadata=metadata,
+    )
 
 
 def save_partial(path, partial, compression="gzip"):

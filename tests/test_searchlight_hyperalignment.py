@@ -12,6 +12,7 @@ from sklearn.base import clone
 
 from mvpa_flows.core.alignment.model import AlignmentModel, load_model
 from mvpa_flows.core.alignment.procrustes import UnderdeterminedRotationWarning
+from mvpa_flows.core.alignment.ridge import DEFAULT_ALPHAS
 from mvpa_flows.core.alignment.searchlight import (
     SearchlightHyperalignment,
     SearchlightModel,
@@ -541,3 +542,38 @@ def test_sherlock_searchlight_ridge_at_least_roi_hyperalignment():
     # searchlight ridge 0.275
     assert pymvpa.hyperaligned.mean() > roi.anatomical.mean() + 0.03
     assert ridge.hyperaligned.mean() >= roi.hyperaligned.mean()
+
+
+def test_app_core_builds_checks_and_records_the_searchlight_estimator():
+    """alignment_estimator/check_alignment/alignment_parameters, with no data read."""
+    from mvpa_flows.core.alignment.evaluate import (
+        alignment_estimator,
+        alignment_parameters,
+        check_alignment,
+    )
+
+    img, _, _ = _data(seed=14)
+    est = alignment_estimator("ridge", searchlight_radius=4.0, mask_img=img, cv_blocks=4)
+    assert isinstance(est, SearchlightHyperalignment)
+    assert (est.radius, est.method, est.cv_blocks) == (4.0, "ridge", 4)
+    params = alignment_parameters(est)
+    assert params["radius"] == 4.0 and params["method"] == "ridge"
+    assert params["alphas"] == list(DEFAULT_ALPHAS) and "mask_img" not in params
+    assert params["centres"] is None and "n_jobs" not in params
+    procrustes = alignment_parameters(alignment_estimator("procrustes", 4.0, mask_img=img))
+    assert "alphas" not in procrustes and procrustes["scaling"] is True
+    assert check_alignment(est, 100, [35, 35]) is est
+    with pytest.raises(InputValidationError, match="have \\[34\\] voxels but mask_img has 35"):
+        check_alignment(est, 100, [35, 34])
+    with pytest.raises(InputValidationError, match="single voxel"):
+        check_alignment(alignment_estimator("procrustes", 1.5, mask_img=img), 100, 35)
+    with pytest.raises(InputValidationError, match="alpha=0.*largest sphere has"):
+        check_alignment(alignment_estimator("ridge", 4.0, mask_img=img, alphas=[0]), 10, 35)
+    with pytest.raises(InputValidationError, match="3 contiguous training blocks"):
+        check_alignment(est, 7, 35)
+    with pytest.raises(InputValidationError, match="no searchlight form"):
+        alignment_estimator("srm", searchlight_radius=4.0, mask_img=img)
+    with pytest.raises(InputValidationError, match="needs 'mask_img'"):
+        alignment_estimator("procrustes", searchlight_radius=4.0)
+    with pytest.raises(InputValidationError, match=r"Unknown parameter\(s\) \['template'\]"):
+        alignment_estimator("ridge", searchlight_radius=4.0, mask_img=img, template="pca")

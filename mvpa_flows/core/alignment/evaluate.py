@@ -182,7 +182,7 @@ def evaluate_new_subjects(
     return {"maps": maps, "scores": scores}
 
 
-def alignment_estimator(method="procrustes", **params):
+def alignment_estimator(method="procrustes", searchlight_radius=None, **params):
     """The unfitted estimator of an alignment ``method`` with ``params``.
 
     Parameters
@@ -191,10 +191,15 @@ def alignment_estimator(method="procrustes", **params):
         :class:`~mvpa_flows.core.alignment.hyperalignment.Hyperalignment` with
         ``method="procrustes"`` or ``"ridge"``, or
         :class:`~mvpa_flows.core.alignment.srm.SharedResponseModel`.
+    searchlight_radius : float or None, default None
+        Sphere radius in mm: whole-mask searchlight hyperalignment
+        (:class:`~mvpa_flows.core.alignment.searchlight.SearchlightHyperalignment`,
+        Procrustes or ridge local maps) instead of one ROI; needs ``mask_img``.
     **params
         The estimator's parameters (``alphas``, ``cv_blocks``, ``template`` for ridge;
         ``n_components``, ``method``, ``n_iter``, ``random_state`` for SRM, where
-        ``srm_method`` is accepted for ``method``).
+        ``srm_method`` is accepted for ``method``; ``mask_img``, ``sparse_radius``,
+        ``common_space``, ... for the searchlight).
     """
     from mvpa_flows.core.alignment.hyperalignment import Hyperalignment
     from mvpa_flows.core.alignment.srm import SharedResponseModel
@@ -204,6 +209,8 @@ def alignment_estimator(method="procrustes", **params):
             f"Parameter 'method' must be one of {list(ALIGNMENT_METHODS)}; got {method!r}."
         )
     params = dict(params)
+    if searchlight_radius is not None:
+        return _searchlight_estimator(method, searchlight_radius, params)
     if method == "srm":
         if "srm_method" in params:
             params["method"] = params.pop("srm_method")
@@ -221,11 +228,45 @@ def alignment_estimator(method="procrustes", **params):
     return cls(**params)
 
 
+def _searchlight_estimator(method, radius, params):
+    from mvpa_flows.core.alignment.searchlight import SearchlightHyperalignment
+
+    if method == "srm":
+        raise InputValidationError(
+            "Parameter 'searchlight_radius' applies to method='procrustes' or 'ridge' "
+            "(local hyperalignment maps); a shared response model has no searchlight "
+            "form. Drop the radius or use method='procrustes'."
+        )
+    if params.get("mask_img") is None:
+        raise InputValidationError(
+            "Searchlight hyperalignment (searchlight_radius) needs 'mask_img': the mask "
+            "whose voxels (in order) are every subject's data."
+        )
+    valid = set(SearchlightHyperalignment(None, None).get_params())
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise InputValidationError(
+            f"Unknown parameter(s) {unknown} for searchlight hyperalignment; valid names "
+            f"are {sorted(valid - {'radius', 'method'})}."
+        )
+    return SearchlightHyperalignment(radius=radius, method=method, **params)
+
+
 def alignment_parameters(estimator):
     """The parameters that decide an alignment estimator's result, defaults filled in
     (for sidecars and methods text; ``n_jobs`` left out)."""
     from mvpa_flows.core.alignment.ridge import check_alphas
 
+    if type(estimator).__name__ == "SearchlightHyperalignment":
+        from mvpa_flows.core.alignment.searchlight import _model_params
+
+        params = _model_params(estimator, estimator._params())
+        params.pop("n_jobs")
+        params["centres"] = None if estimator.centres is None else "given"
+        if params["method"] == "procrustes":
+            params.pop("alphas")
+            params.pop("cv_blocks")
+        return params
     params = {k: v for k, v in estimator.get_params().items() if k != "n_jobs"}
     if type(estimator).__name__ == "SharedResponseModel":
         return params
@@ -243,7 +284,7 @@ def check_alignment(estimator, n_samples, n_voxels):
 
     Parameters
     ----------
-    estimator : Hyperalignment or SharedResponseModel
+    estimator : Hyperalignment, SharedResponseModel or SearchlightHyperalignment
     n_samples : int
         Training samples (time points) per subject.
     n_voxels : int or list of int
@@ -253,12 +294,16 @@ def check_alignment(estimator, n_samples, n_voxels):
     ------
     InputValidationError
         SRM with more components than samples or voxels; ridge with fewer than 3
-        contiguous training blocks (or blocks of fewer than 2 samples); bad penalties.
+        contiguous training blocks (or blocks of fewer than 2 samples); bad penalties;
+        searchlight: data voxels other than the mask's, single-voxel spheres, ridge
+        without a penalty on fewer samples than sphere voxels.
     """
     from mvpa_flows.core.alignment.ridge import check_alphas, contiguous_blocks
     from mvpa_flows.core.alignment.srm import _check_components
 
     voxels = [int(n_voxels)] if np.ndim(n_voxels) == 0 else [int(v) for v in n_voxels]
+    if type(estimator).__name__ == "SearchlightHyperalignment":
+        return estimator.check_inputs(n_samples, voxels)
     if type(estimator).__name__ == "SharedResponseModel":
         _check_components(estimator.n_components, int(n_samples), voxels)
         return estimator

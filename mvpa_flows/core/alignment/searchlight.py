@@ -1022,10 +1022,32 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             )
         return p
 
-    def _setup(self, datasets, p):
-        """Checks every input against the plan; returns (plan, datasets, stats)."""
+    def check_inputs(self, n_samples, n_voxels=None, n_subjects=None):
+        """Refuse, before any data are read, what the data's shape cannot support.
+
+        Checks the parameters, the mask and its spheres (a radius that gives
+        single-voxel spheres), the voxel count against the mask, the ridge blocks and
+        ridge without a penalty on fewer samples than sphere voxels.
+
+        Parameters
+        ----------
+        n_samples : int
+            Training samples (time points) per subject.
+        n_voxels : int or list of int, optional
+            Voxels per subject (must be the mask's voxel count).
+        n_subjects : int, optional
+
+        Returns
+        -------
+        self
+        """
+        p = self._params()
+        self._check_plan(p, self._plan(p), int(n_samples), n_voxels, n_subjects)
+        return self
+
+    def _plan(self, p):
         mask, affine = _load_mask(self.mask_img)
-        plan = _Plan(
+        return _Plan(
             mask,
             affine,
             p["radius"],
@@ -1033,25 +1055,36 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             self.centres,
             p["combine_neighbormappers"],
         )
-        datasets = _check_datasets(datasets, plan.n_voxels)
-        S = len(datasets)
-        n = datasets[0].shape[0]
-        if p["ref_ds"] >= S:
-            raise InputValidationError(
-                f"Parameter 'ref_ds' ({p['ref_ds']}) is not a subject index; there are {S} "
-                "subjects."
-            )
-        bad = [i for i in p["exclude_from_model"] if i >= S]
-        if bad:
-            raise InputValidationError(
-                f"Parameter 'exclude_from_model' has indices {bad} beyond the {S} subjects."
-            )
-        n_train = S - len(p["exclude_from_model"])
-        if n_train < 2:
-            raise InputValidationError(
-                f"Searchlight hyperalignment needs at least 2 subjects to build the common "
-                f"space; got {n_train} (of {S}, excluding {p['exclude_from_model']})."
-            )
+
+    def _check_plan(self, p, plan, n, n_voxels=None, S=None):
+        if n_voxels is not None:
+            counts = [int(n_voxels)] if np.ndim(n_voxels) == 0 else [int(v) for v in n_voxels]
+            wrong = sorted({v for v in counts if v != plan.n_voxels})
+            if wrong:
+                raise InputValidationError(
+                    f"The subjects' data have {wrong} voxels but mask_img has "
+                    f"{plan.n_voxels}; every subject's data must be the mask's voxels in its "
+                    "order (nilearn apply_mask / NiftiMasker with this mask). If the "
+                    "subjects' masks differ, use their intersection as mask_img."
+                )
+        if S is not None:
+            if p["ref_ds"] >= S:
+                raise InputValidationError(
+                    f"Parameter 'ref_ds' ({p['ref_ds']}) is not a subject index; there are "
+                    f"{S} subjects."
+                )
+            bad = [i for i in p["exclude_from_model"] if i >= S]
+            if bad:
+                raise InputValidationError(
+                    f"Parameter 'exclude_from_model' has indices {bad} beyond the {S} subjects."
+                )
+            n_train = S - len(p["exclude_from_model"])
+            if n_train < 2:
+                raise InputValidationError(
+                    f"Searchlight hyperalignment needs at least 2 subjects to build the "
+                    f"common space; got {n_train} (of {S}, excluding "
+                    f"{p['exclude_from_model']})."
+                )
         if p["method"] == "ridge" and len(p["alphas"]) > 1:
             contiguous_blocks(n, p["cv_blocks"])
         if p["method"] == "ridge" and p["alphas"] == (0.0,) and n - 1 < plan.max_size:
@@ -1062,6 +1095,12 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
                 "penalties > 0 (alphas=None for the default grid), a smaller radius, or more "
                 "training samples."
             )
+
+    def _setup(self, datasets, p):
+        """Checks every input against the plan; returns (plan, datasets, stats)."""
+        plan = self._plan(p)
+        datasets = _check_datasets(datasets, plan.n_voxels)
+        self._check_plan(p, plan, datasets[0].shape[0], S=len(datasets))
         stats = _data_stats(datasets, p["zscore_all"])
         _check_constant_spheres(plan, stats)
         return plan, datasets, stats

@@ -342,6 +342,20 @@ def test_save_load_transform_and_model(tmp_path):
     t, info = load_transform(path)
     assert info["params"]["radius"] == 4.0 and np.array_equal(info["mask"], mask)
     np.testing.assert_array_equal(t.transform(dss[0]), sl.transforms_[0].transform(dss[0]))
+    # the ROI transform writer takes sparse transforms too (the app's one call)
+    from mvpa_flows.core.alignment import xfm
+
+    path = xfm.save_transform(
+        tmp_path / "sub-02_xfm.h5", ridge.transforms_[1], roi=mask, params={"subject": "02"}
+    )
+    t, info = xfm.load_transform(path)
+    assert isinstance(t, SparseTransform) and info["affine"] is None
+    assert info["params"]["subject"] == "02" and info["params"]["method"] == "ridge"
+    assert info["params"]["sparse_radius"] is None and t.info == ridge.transforms_[1].info
+    np.testing.assert_array_equal(info["voxel_indices"], np.flatnonzero(mask))
+    np.testing.assert_array_equal(t.transform(dss[1]), ridge.transforms_[1].transform(dss[1]))
+    with pytest.raises(InputValidationError, match="pass `roi`"):
+        xfm.save_transform(tmp_path / "x_xfm.h5", ridge.transforms_[1])
     mpath = sl.model_.save(tmp_path / "model.h5")
     loaded = load_model(mpath)
     assert loaded.params["radius"] == sl.radius and loaded.params["zscore_all"] is True
@@ -356,6 +370,7 @@ def test_save_load_transform_and_model(tmp_path):
         "model.h5",
         "ridge.h5",
         "sub-01_xfm.h5",
+        "sub-02_xfm.h5",
     ]
 
 

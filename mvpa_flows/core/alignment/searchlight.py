@@ -2021,8 +2021,16 @@ def _read_csr(g, V):
     return sparse.csr_matrix((g["data"][()], g["indices"][()], g["indptr"][()]), shape=(V, V))
 
 
-def save_transform(path, transform, mask, affine, params=None, compression="gzip"):
-    """Write one subject's :class:`SparseTransform` (layout in the module notes)."""
+_XFM_RESERVED = {"format", "format_version", "kind", "shape", "nnz", "zscore_output", "info"}
+
+
+def save_transform(path, transform, mask, affine=None, params=None, compression="gzip"):
+    """Write one subject's :class:`SparseTransform` (layout in the module notes).
+
+    ``params`` (attributes) are added to the transform's own ``params``; ``affine`` is
+    the mask's (stored when given). :func:`mvpa_flows.core.alignment.xfm.save_transform`
+    calls this for sparse transforms.
+    """
     if not isinstance(transform, SparseTransform):
         raise InputValidationError(
             f"`transform` must be a SparseTransform (SearchlightHyperalignment.transforms_ "
@@ -2037,7 +2045,8 @@ def save_transform(path, transform, mask, affine, params=None, compression="gzip
     def write(f):
         _write_csr(f, transform.matrix, compression)
         f.create_dataset("mask", data=mask.astype(np.uint8), compression=compression)
-        f.create_dataset("affine", data=np.asarray(affine, dtype=float))
+        if affine is not None:
+            f.create_dataset("affine", data=np.asarray(affine, dtype=float))
         if transform.zscore_params is not None:
             f.create_dataset("zscore_mean", data=transform.zscore_params[0])
             f.create_dataset("zscore_std", data=transform.zscore_params[1])
@@ -2047,7 +2056,11 @@ def save_transform(path, transform, mask, affine, params=None, compression="gzip
         f.attrs["shape"] = np.asarray(transform.shape)
         f.attrs["nnz"] = transform.matrix.nnz
         f.attrs["zscore_output"] = transform.zscore_output
-        for key, value in (params or {}).items():
+        f.attrs["info"] = json.dumps(transform.info, default=str)
+        attrs = {**transform.params, **(params or {})}
+        for key, value in attrs.items():
+            if key in _XFM_RESERVED:
+                continue
             f.attrs[key] = (
                 value
                 if isinstance(value, (str, int, float, bool))
@@ -2058,23 +2071,31 @@ def save_transform(path, transform, mask, affine, params=None, compression="gzip
 
 
 def load_transform(path):
-    """Read :func:`save_transform`'s file: ``(SparseTransform, info)`` with ``mask``,
-    ``affine`` and ``params``."""
+    """Read :func:`save_transform`'s file: ``(SparseTransform, info)``; ``info`` has
+    ``mask`` (also as ``roi``), ``voxel_indices`` (its flat indices), ``affine`` (or None)
+    and ``params``."""
     with _open_h5(path, FORMAT_TRANSFORM) as f:
         V = int(f.attrs["shape"][0])
         mat = _read_csr(f, V)
         zp = (f["zscore_mean"][()], f["zscore_std"][()]) if "zscore_mean" in f else None
-        t = SparseTransform(mat, zp, bool(f.attrs["zscore_output"]))
-        reserved = {"format", "format_version", "kind", "shape", "nnz", "zscore_output"}
-        params = {k: _attr(v) for k, v in f.attrs.items() if k not in reserved}
-        info = {"mask": f["mask"][()] != 0, "affine": f["affine"][()], "params": params}
+        params = {k: _attr(v) for k, v in f.attrs.items() if k not in _XFM_RESERVED}
+        details = _attr(f.attrs["info"]) if "info" in f.attrs else {}
+        t = SparseTransform(mat, zp, bool(f.attrs["zscore_output"]), params, details)
+        mask = f["mask"][()] != 0
+        info = {
+            "mask": mask,
+            "roi": mask,
+            "voxel_indices": np.flatnonzero(mask),
+            "affine": f["affine"][()] if "affine" in f else None,
+            "params": params,
+        }
     return t, info
 
 
 def _attr(v):
     if isinstance(v, bytes):
         v = v.decode()
-    if isinstance(v, str) and v[:1] in "[{":
+    if isinstance(v, str) and (v[:1] in "[{" or v == "null"):
         try:
             return json.loads(v)
         except ValueError:

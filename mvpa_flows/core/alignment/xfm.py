@@ -69,8 +69,21 @@ def save_transform(path, transform, voxel_indices=None, roi=None, params=None, c
 
     ``transform`` is a :class:`ProcrustesMap`, ``RidgeMap`` or ``SRMMap`` (any
     :class:`~mvpa_flows.core.alignment.maps.LinearMap`: ``Hyperalignment.transforms_``,
-    ``AlignmentModel.maps``, ``fit_subject``).
+    ``AlignmentModel.maps``, ``fit_subject``), or a searchlight hyperalignment
+    :class:`~mvpa_flows.core.alignment.searchlight.SparseTransform`, written in its own
+    sparse layout (``roi`` is then the analysis mask and required).
     """
+    from mvpa_flows.core.alignment.searchlight import SparseTransform
+
+    if isinstance(transform, SparseTransform):
+        from mvpa_flows.core.alignment import searchlight
+
+        if roi is None:
+            raise InputValidationError(
+                "A searchlight transform is written with its analysis mask; pass `roi` "
+                "(the 3-D mask whose voxels, in order, are the transform's rows)."
+            )
+        return searchlight.save_transform(path, transform, roi, None, params, compression)
     if not isinstance(transform, LinearMap):
         raise InputValidationError(
             f"`transform` must be a fitted map (ProcrustesMap, RidgeMap or SRMMap, from "
@@ -132,13 +145,20 @@ def load_transform(path):
 
     Returns
     -------
-    transform : LinearMap
-        ``ProcrustesMap``, ``RidgeMap`` or ``SRMMap``, as written
+    transform : LinearMap or SparseTransform
+        ``ProcrustesMap``, ``RidgeMap`` or ``SRMMap``, as written (a searchlight file gives
+        a ``SparseTransform``; its ``info`` also has ``mask`` and ``affine``)
     info : dict with ``voxel_indices`` and ``roi`` (or None) and ``params`` (attributes)
     """
     path = Path(path)
     if not path.exists():
         raise InputValidationError(f"No transform file at {path}.")
+    with h5py.File(path, "r") as f:
+        found = _attr_back(f.attrs.get("format"))
+    from mvpa_flows.core.alignment import searchlight
+
+    if found == searchlight.FORMAT_TRANSFORM:
+        return searchlight.load_transform(path)
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != FORMAT:
             raise InputValidationError(

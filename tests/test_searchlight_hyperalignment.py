@@ -398,6 +398,13 @@ def test_model_follows_the_alignment_model_contract():
         train[:4], test[:4], ["a", "b", "c", "d"], tr=2.0, segment_length=8.0, alignment=sl
     )
     assert out["model"].subjects == ["a", "b", "c", "d"] and out["fit"]["method"] == "searchlight"
+    # ISC maps: the common space is the mask's voxels, so aligned ISC is voxel-wise there
+    from mvpa_flows.core.alignment.isc import isc, isc_maps
+
+    aligned = fitted.transform(test[:4])
+    maps = isc_maps(fitted, test[:4], aligned)
+    assert maps["aligned_space"] == "common"
+    np.testing.assert_allclose(maps["aligned"], isc(aligned))
     # a new subject through the evaluation of new subjects
     new = evaluate_new_subjects(
         fitted, [train[4]], [test[4]], test[:4], tr=2.0, segment_length=8.0

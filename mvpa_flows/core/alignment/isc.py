@@ -166,9 +166,10 @@ def common_space_is_voxels(model):
     """Whether the dimensions of ``model``'s common space are voxels of the ROI.
 
     PyMVPA's Procrustes template lives in the reference subject's voxels (ridge maps onto
-    it keep them); a PCA template or a shared response has components instead.
+    it keep them), and so does searchlight hyperalignment (the mask's voxels); a PCA
+    template or a shared response has components instead.
     """
-    if model.method == "procrustes":
+    if model.method in ("procrustes", "searchlight"):
         return True
     return model.method == "ridge" and model.params.get("template", "procrustes") == "procrustes"
 

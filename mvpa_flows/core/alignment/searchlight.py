@@ -1411,13 +1411,13 @@ class SearchlightModel(AlignmentModel):
     @property
     def mask(self):
         """The analysis mask (3-D bool); subjects' voxels are its voxels in C order."""
-        return self.roi
+        return np.asarray(self.roi) != 0
 
     def estimator(self):
         """An unfitted :class:`SearchlightHyperalignment` with this model's parameters."""
         import nibabel as nib
 
-        img = nib.Nifti1Image(self.roi.astype(np.uint8), self.affine)
+        img = nib.Nifti1Image(self.mask.astype(np.uint8), self.affine)
         return SearchlightHyperalignment(img, centres=self.centre_candidates, **self.params)
 
     def _n_jobs(self):
@@ -1464,7 +1464,7 @@ class SearchlightModel(AlignmentModel):
         est = self.estimator()
         p = est._params()
         plan = _Plan(
-            self.roi,
+            self.mask,
             self.affine,
             p["radius"],
             p["sparse_radius"],
@@ -1513,7 +1513,7 @@ class SearchlightModel(AlignmentModel):
             f.attrs["mvpa_flows_version"] = __version__
             f.create_dataset("template", data=self.template, compression=compression)
             f.create_dataset("subjects", data=np.array(self.subjects, dtype=h5py.string_dtype()))
-            f.create_dataset("mask", data=self.roi.astype(np.uint8), compression=compression)
+            f.create_dataset("mask", data=self.mask.astype(np.uint8), compression=compression)
             f.create_dataset("affine", data=self.affine)
             f.create_dataset("centres", data=self.centres)
             if self.centre_candidates is not None:

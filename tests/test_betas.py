@@ -29,7 +29,7 @@ from mvpa_flows.core.data.betas import (
     trial_betas_img,
 )
 from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.datasets_events import make_event_related_data, make_event_related_dataset
+from mvpa_flows.datasets import make_event_related_data, make_event_related_dataset
 
 RTOL = 1e-6
 REFERENCE = {"t_r": None, "noise_model": "ols", "signal_scaling": False, "minimize_memory": True}

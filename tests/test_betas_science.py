@@ -11,7 +11,7 @@ from mvpa_flows.core.data.cleaning import clean_run
 from mvpa_flows.core.data.dataset import load_samples
 from mvpa_flows.core.data.samples import label_volumes
 from mvpa_flows.core.stats.ftest import f_oneway_voxels
-from mvpa_flows.datasets_events import make_event_related_data
+from mvpa_flows.datasets import make_event_related_data
 
 
 def _decode(X, y, groups):

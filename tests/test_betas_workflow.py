@@ -9,7 +9,7 @@ import pytest
 
 from mvpa_flows.core.data.betas import load_beta_samples, run_betaseries
 from mvpa_flows.core.errors import InputValidationError
-from mvpa_flows.datasets_events import make_event_related_dataset
+from mvpa_flows.datasets import make_event_related_dataset
 from mvpa_flows.interfaces.betas import BetaSeries
 from mvpa_flows.workflows.betas import SAMPLE_OUTPUTS, init_betas_wf
 from mvpa_flows.workflows.prepare import init_prepare_wf

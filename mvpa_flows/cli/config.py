@@ -41,6 +41,13 @@ class RunConfig:
     detrend: bool = True
     standardize: str = "zscore_run"
     hrf_delay: float = 0.0
+    samples: str = "volumes"
+    hrf_model: str = "glover"
+    drift_model: str = "cosine"
+    high_pass: float = 0.01
+    drift_order: int = 1
+    slice_time_ref: float = 0.0
+    min_trials_per_run: int = 2
     analyses: list = field(default_factory=lambda: ["ftest"])
     radius: float = 5.6
     estimator: str | dict = "svc"
@@ -300,6 +307,13 @@ def build_config(args, argv=None):
         except ValueError as err:
             raise UsageError(cli_message(err)) from None
     values["confounds_strategy_options"] = dict(values.get("confounds_strategy_options") or {})
+    if values.get("samples") in ("lss", "lsa") and values.get("confounds_strategy"):
+        raise UsageError(
+            f"--samples {values['samples']} enters confounds as GLM regressors chosen with "
+            f"--confounds (columns or patterns such as 'a_comp_cor_0*'); --confounds-strategy "
+            f"{values['confounds_strategy']} applies to --samples volumes only. Give the "
+            "columns with --confounds instead."
+        )
 
     level = args.analysis_level
     bids_dir = Path(args.bids_dir).absolute()

@@ -41,6 +41,13 @@ FLAG_FOR_PARAMETER = {
     "cv_blocks": "--ha-cv-blocks",
     "n_components": "--ha-n-components",
     "n_iter": "--ha-n-iter",
+    "method": "--samples",
+    "hrf_model": "--hrf-model",
+    "drift_model": "--drift-model",
+    "high_pass": "--high-pass",
+    "drift_order": "--drift-order",
+    "slice_time_ref": "--slice-time-ref",
+    "min_trials_per_run": "--min-trials-per-run",
 }
 
 
@@ -258,6 +265,23 @@ def build_parser():
         nargs="+",
         choices=schema["analyses"]["items"]["enum"],
         help=help_of("analyses"),
+    )
+    b = parser.add_argument_group("trial-wise betas (participant level, --samples lss|lsa)")
+    b.add_argument("--samples", choices=schema["samples"]["enum"], help=help_of("samples"))
+    b.add_argument(
+        "--hrf-model", choices=schema["hrf_model"]["enum"], metavar="MODEL",
+        help=help_of("hrf_model") + f"; one of {schema['hrf_model']['enum']}",
+    )  # fmt:skip
+    b.add_argument(
+        "--drift-model", choices=schema["drift_model"]["enum"], help=help_of("drift_model")
+    )
+    b.add_argument("--high-pass", type=float, metavar="HZ", help=help_of("high_pass"))
+    b.add_argument("--drift-order", type=int, metavar="N", help=help_of("drift_order"))
+    b.add_argument(
+        "--slice-time-ref", type=float, metavar="FRACTION", help=help_of("slice_time_ref")
+    )
+    b.add_argument(
+        "--min-trials-per-run", type=int, metavar="N", help=help_of("min_trials_per_run")
     )
     s = parser.add_argument_group("searchlight")
     s.add_argument("--radius", type=_radius, metavar="MM", help=help_of("radius"))

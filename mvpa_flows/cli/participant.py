@@ -5,10 +5,15 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 import nibabel as nb
+import numpy as np
 
+from mvpa_flows.core.data.betas import BETA_METHODS, check_beta_inputs, collinearity_notes
+from mvpa_flows.core.data.cleaning import check_run_data
 from mvpa_flows.core.data.dataset import check_inputs
+from mvpa_flows.core.data.samples import run_keys
 from mvpa_flows.core.errors import InputValidationError, NoInputFilesError
 from mvpa_flows.interfaces.bids import (
     check_filters,
@@ -22,6 +27,9 @@ from mvpa_flows.interfaces.bids import (
 from mvpa_flows.interfaces.datalad import dataset_root, fetch, sidecars_of
 
 logger = logging.getLogger("mvpa_flows")
+
+#: ``--samples`` values whose samples are trial-wise betas.
+BETA_SAMPLES = BETA_METHODS
 
 #: Lists of :func:`collect_inputs` that hold one entry per run.
 RUN_LISTS = ("runs", "sessions", "bold", "mask", "confounds", "events", "bold_metadata")
@@ -193,6 +201,47 @@ def note_input_warning(text):
     logging.getLogger("py.warnings").warning(text)
 
 
+def design_options(config):
+    """The trial-wise GLM options of a run (``--samples lss|lsa``), as core names them."""
+    return {
+        "method": config.samples,
+        "hrf_model": config.hrf_model,
+        "drift_model": config.drift_model,
+        "high_pass": config.high_pass,
+        "drift_order": config.drift_order,
+        "slice_time_ref": config.slice_time_ref,
+    }
+
+
+def check_betas(config, unit):
+    """The up-front check of one analysis unit for trial-wise beta samples.
+
+    Events (inside the run, durations >= 0), trial counts of the compared conditions,
+    confound columns, the TR of every run, the rank of every run's design(s) and LSA's
+    trials against volumes are checked without reading the BOLD data; then each series
+    is read once inside the mask (truncated files, non-finite voxels). Fast designs
+    (neighbouring trials' regressors correlated above 0.7) are warned about.
+    """
+    checked = check_beta_inputs(
+        unit["bold"],
+        unit["mask"],
+        unit["events"],
+        unit["confounds"],
+        run_keys(unit["runs"], unit["sessions"]),
+        [m.get("RepetitionTime") for m in unit["bold_metadata"]],
+        conditions=config.conditions,
+        confounds=config.confounds,
+        min_trials_per_run=config.min_trials_per_run,
+        **design_options(config),
+    )
+    for note in collinearity_notes(checked["metadata"], [Path(f).name for f in unit["events"]]):
+        warnings.warn(note, UserWarning, stacklevel=2)
+    mask = np.asanyarray(checked["mask_img"].dataobj) > 0
+    for img, name in zip(checked["bold_imgs"], checked["bold_names"], strict=True):
+        check_run_data(img, mask, name)
+    return checked
+
+
 def collect(config):
     """Collect and validate every subject's inputs; fill ``config.subject_data``.
 
@@ -205,21 +254,24 @@ def collect(config):
         for unit in units:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                checked = check_inputs(
-                    unit["bold"],
-                    unit["mask"],
-                    unit["events"],
-                    unit["confounds"],
-                    unit["runs"],
-                    [m["RepetitionTime"] for m in unit["bold_metadata"]],
-                    conditions=config.conditions,
-                    confounds=config.confounds,
-                    hrf_delay=config.hrf_delay,
-                    sessions=unit["sessions"],
-                    confounds_strategy=config.confounds_strategy,
-                    confounds_strategy_options=config.confounds_strategy_options,
-                    check_data=True,
-                )
+                if config.samples in BETA_SAMPLES:
+                    checked = check_betas(config, unit)
+                else:
+                    checked = check_inputs(
+                        unit["bold"],
+                        unit["mask"],
+                        unit["events"],
+                        unit["confounds"],
+                        unit["runs"],
+                        [m["RepetitionTime"] for m in unit["bold_metadata"]],
+                        conditions=config.conditions,
+                        confounds=config.confounds,
+                        hrf_delay=config.hrf_delay,
+                        sessions=unit["sessions"],
+                        confounds_strategy=config.confounds_strategy,
+                        confounds_strategy_options=config.confounds_strategy_options,
+                        check_data=True,
+                    )
             for warning in caught:
                 if issubclass(warning.category, UserWarning):
                     note_input_warning(f"{_describe(subject, unit)}: {warning.message}")

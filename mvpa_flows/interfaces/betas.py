@@ -21,10 +21,10 @@ from mvpa_flows.core.data.betas import (
 )
 from mvpa_flows.core.data.dataset import mean_epi
 from mvpa_flows.core.data.samples import contrast_label
-from mvpa_flows.interfaces.bids import source_entities
+from mvpa_flows.interfaces.bids import OUTPUT_ENTITIES, source_entities
 
-#: Entities of the BOLD series that name its betaseries.
-RUN_ENTITIES = ("subject", "session", "task", "run", "space")
+#: Entities of the BOLD series that name its betaseries (a run's output keeps its ses-).
+RUN_ENTITIES = (*OUTPUT_ENTITIES, "run")
 
 
 class _BetaSeriesInputSpec(BaseInterfaceInputSpec):
@@ -74,7 +74,7 @@ class _BetaSeriesOutputSpec(TraitedSpec):
     trials_file = File(exists=True, desc="the events modelled, one row per beta volume (.tsv)")
     design_file = File(exists=True, desc="the run's design matrix, one column per trial (.tsv)")
     metadata = traits.Dict(desc="sidecar content: every design option, confounds used")
-    entities = traits.Dict(desc="BIDS entities of the run (subject, session, task, run, space)")
+    entities = traits.Dict(desc="BIDS entities of the run (subject, session, task, run, space...)")
 
 
 class BetaSeries(SimpleInterface):
@@ -189,6 +189,8 @@ class BetaSamples(SimpleInterface):
         mask_img.to_filename(out["mask_file"])
         mean_epi(self.inputs.bold_file[0]).to_filename(out["mean_bold"])
         info["Contrast"] = self.inputs.contrast_label or contrast_label(info["Conditions"])
+        # the same columns, phrased for the methods text as GLM regressors
+        info["GLMConfounds"] = list(info.get("Confounds", []))
         with open(out["info_file"], "w") as handle:
             json.dump(info, handle, indent=2, sort_keys=True)
         self._results.update(out)

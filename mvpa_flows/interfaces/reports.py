@@ -200,6 +200,47 @@ class SearchlightChart(SimpleInterface):
         return runtime
 
 
+class _DesignFigureInputSpec(BaseInterfaceInputSpec):
+    design_file = traits.Either(
+        File(exists=True), traits.List(File(exists=True)), mandatory=True,
+        desc="a run's trial-wise design matrix (.tsv; of a list, the first run's)",
+    )  # fmt:skip
+    trials_file = traits.Either(
+        File(exists=True), traits.List(File(exists=True)), mandatory=True,
+        desc="the trials of that run (.tsv; of a list, the first run's)",
+    )  # fmt:skip
+    source_file = traits.Str(mandatory=True, desc="the run's BOLD series (names the figure)")
+    kind = traits.Enum("design", "collinearity", mandatory=True, desc="which figure")
+
+
+class _DesignFigureOutputSpec(_FigureOutputSpec):
+    pass
+
+
+class DesignFigure(SimpleInterface):
+    """Draw one run's trial-wise design: the matrix, or its neighbouring-trial correlations.
+
+    Calls :func:`mvpa_flows.reports.reportlets.design_matrix` or
+    :func:`mvpa_flows.reports.reportlets.neighbour_correlations`.
+    """
+
+    input_spec = _DesignFigureInputSpec
+    output_spec = _DesignFigureOutputSpec
+
+    def _run_interface(self, runtime):
+        design, trials = (
+            f[0] if isinstance(f, list) else f
+            for f in (self.inputs.design_file, self.inputs.trials_file)
+        )
+        name = reportlets.run_name(self.inputs.source_file)
+        out = self._results["out_file"] = _out(runtime, f"{self.inputs.kind}.svg")
+        if self.inputs.kind == "design":
+            self._results["facts"] = reportlets.design_matrix(design, out, name)
+        else:
+            self._results["facts"] = reportlets.neighbour_correlations(design, trials, out, name)
+        return runtime
+
+
 class _BSCFigureInputSpec(BaseInterfaceInputSpec):
     scores_file = File(exists=True, mandatory=True, desc="between-subject classification table")
 

@@ -196,6 +196,8 @@ def build_report(level, files, blocks, analyses, root, context):
         body = "".join(
             reportlet_html(r, files, blocks, root, counter) for r in section["reportlets"]
         )
+        if not body and section.get("optional"):
+            continue
         if not body:
             body = note(section.get("missing", "Nothing to show."))
         anchor = re.sub(r"[^a-z0-9]+", "-", section["name"].lower()).strip("-")

@@ -59,6 +59,10 @@ CITATIONS = {
     "nichols": "Nichols T.E., Holmes A.P. (2002). Nonparametric permutation tests for "
                "functional neuroimaging: a primer with examples. Hum. Brain Mapp. 15:1-25. "
                "doi:10.1002/hbm.1058",
+    "mumford2012": "Mumford J.A., Turner B.O., Ashby F.G., Poldrack R.A. (2012). Deconvolving "
+                   "BOLD activation in event-related designs for multivoxel pattern "
+                   "classification analyses. NeuroImage 59(3):2636-2643. "
+                   "doi:10.1016/j.neuroimage.2011.08.076",
 }  # fmt:skip
 
 
@@ -164,7 +168,29 @@ def minimum_p_words(value):
     )
 
 
+_BETA_MODELS = {
+    "LSS": "one general linear model (GLM) per trial, holding that trial's regressor and one "
+    "regressor per condition for the run's other trials (least-squares-separate "
+    "[@mumford2012])",
+    "LSA": "one general linear model (GLM) per run with one regressor per trial "
+    "(least-squares-all)",
+}
+_DRIFT_WORDS = {
+    "cosine": "a cosine drift basis",
+    "polynomial": "a polynomial drift",
+    "none": "a constant only (no drift model)",
+}
+
 WORDS = {
+    "Method": lambda v: _BETA_MODELS.get(str(v).upper(), str(v)),
+    "HRFModel": lambda v: f"the {v} HRF",
+    "DriftModel": lambda v: _DRIFT_WORDS.get(str(v), str(v)),
+    "HighPass": lambda v: f"{number(v)} Hz",
+    "GLMConfounds": lambda v: (
+        "the six head-motion parameters"
+        if set(v or []) == _MOTION
+        else (f"the confounds {join_words(v)}" if v else "none")
+    ),
     "EstimatorDefinition": estimator_words,
     "CrossValidation": cv_words,
     "Scoring": lambda v: _SCORING.get(v, str(v)),
@@ -411,12 +437,31 @@ LABELS = {
     "ChosenPenalties": "Ridge penalty chosen (per subject)",
     "ModelSubjects": "Model subjects",
     "NewSubjects": "New subjects mapped",
+    "Samples": "Sample type",
+    "TrialsPerRun": "Trials per run",
+    "Method": "Trial-wise method",
+    "HRFModel": "HRF model",
+    "DriftModel": "Drift model",
+    "HighPass": "High-pass cut-off",
+    "DriftOrder": "Polynomial drift order",
+    "SliceTimeRef": "Reference slice (fraction of TR)",
+    "NoiseModel": "Noise model",
+    "NumberOfVolumes": "Volumes",
+    "NumberOfTrials": "Trials",
+    "NeighbourCorrelationMax": "Largest neighbouring-trial correlation",
+    "DesignSoftware": "Design matrix",
 }
 
 _TABLE_WORDS = {
     "Detrend": lambda v: "linear, per run" if v else "none",
     "Standardize": lambda v: "z-score per run" if v == "zscore_run" else "none",
     "MinimumAttainableP": number,
+    "Samples": lambda v: {"lss": "trial-wise betas (LSS)", "lsa": "trial-wise betas (LSA)"}.get(
+        v, str(v)
+    ),
+    "Method": str,
+    "HRFModel": str,
+    "DriftModel": str,
 }
 
 

@@ -178,3 +178,81 @@ def isc_distributions(anatomical_file, aligned_file, out_file):
         "NumberOfVoxelsDrawn": int(series["anatomical"].size),
         "MedianShown": {k: v for k, v in medians.items() if v is not None},
     }
+
+
+def run_name(source_file):
+    """A run's name for titles: its file name up to the space/desc entities."""
+    name = str(source_file).rsplit("/", 1)[-1]
+    for cut in ("_space-", "_desc-", "_bold", "_events"):
+        name = name.split(cut)[0]
+    return name
+
+
+def design_matrix(design_file, out_file, name="run"):
+    """One run's trial-wise design matrix (nilearn's ``plot_design_matrix``).
+
+    ``design_file`` is the ``.tsv`` of the run's design (a ``time`` column, then one
+    column per trial, the confounds and the drift).
+    """
+    from matplotlib.figure import Figure
+    from nilearn.plotting import plot_design_matrix
+
+    design = pd.read_csv(design_file, sep="\t", index_col=0)
+    width = min(16.0, max(6.0, 0.08 * design.shape[1] + 3.0))
+    figure = Figure(figsize=(width, 6.0), facecolor="white")
+    axis = figure.add_subplot()
+    plot_design_matrix(design, axes=axis)
+    axis.set_title(f"Design matrix ({name})", fontsize=10)
+    if design.shape[1] > 40:
+        # one tick per column is unreadable; every tenth keeps the order visible
+        labels = list(design.columns)
+        ticks = list(range(0, len(labels), 10))
+        axis.set_xticks(ticks, [labels[i] for i in ticks], rotation=60, ha="right", fontsize=7)
+    figure.tight_layout()
+    figures.save_figure(figure, out_file)
+    return {
+        "NumberOfColumns": int(design.shape[1]),
+        "NumberOfVolumes": int(design.shape[0]),
+        "DesignRun": name,
+    }
+
+
+def neighbour_correlations(design_file, trials_file, out_file, name="run", threshold=None):
+    """Correlation of every trial's regressor with the next trial's, against onset.
+
+    Values above ``threshold`` (the warning level of
+    :data:`mvpa_flows.core.data.betas.NEIGHBOUR_CORRELATION_WARNING`) are marked: trials
+    that close make unstable trial-wise betas.
+    """
+    from mvpa_flows.core.data.betas import NEIGHBOUR_CORRELATION_WARNING, neighbour_correlation
+    from mvpa_flows.core.data.samples import read_events
+
+    threshold = NEIGHBOUR_CORRELATION_WARNING if threshold is None else float(threshold)
+    design = pd.read_csv(design_file, sep="\t", index_col=0)
+    pairs = neighbour_correlation(design, read_events(trials_file))
+    figure, axis = figures._chart(6.4, 3.0)
+    values = pairs["correlation"].to_numpy(dtype=float)
+    onsets = pairs["onset"].to_numpy(dtype=float)
+    for k, (label, rows) in enumerate(pairs.groupby("trial_type", sort=True)):
+        colour = figures._SERIES_COLOURS[k % len(figures._SERIES_COLOURS)]
+        axis.plot(rows["onset"], rows["correlation"], "o", ms=4, color=colour, label=str(label))
+    axis.axhline(threshold, color="crimson", linestyle="--", label=f"warning ({threshold:g})")
+    above = int(np.sum(values > threshold))
+    axis.set(
+        xlabel="onset of the earlier trial (s)",
+        ylabel="correlation with next trial",
+        title=f"Neighbouring trials' regressors ({name})",
+        ylim=(min(-0.1, float(np.min(values, initial=0.0)) - 0.05), 1.0),
+    )
+    if onsets.size:
+        axis.set_xlim(float(onsets.min()) - 5, float(onsets.max()) + 5)
+    figures._legend_outside(axis)
+    figures.save_figure(figure, out_file)
+    return {
+        "NeighbourCorrelationMax": float(values.max()) if values.size else None,
+        "NeighbourCorrelationMedian": float(np.median(values)) if values.size else None,
+        "NeighbourPairs": int(values.size),
+        "PairsAboveWarning": above,
+        "WarningLevel": threshold,
+        "DesignRun": name,
+    }

@@ -42,6 +42,15 @@ def init_mvpa_flows_wf(config):
             hrf_delay=config.hrf_delay,
             confounds_strategy=config.confounds_strategy,
             confounds_strategy_options=config.confounds_strategy_options,
+            samples=config.samples,
+            betas={
+                "hrf_model": config.hrf_model,
+                "drift_model": config.drift_model,
+                "high_pass": config.high_pass,
+                "drift_order": config.drift_order,
+                "slice_time_ref": config.slice_time_ref,
+                "min_trials_per_run": config.min_trials_per_run,
+            },
             searchlight={
                 "radius": config.radius,
                 "estimator": config.estimator,

@@ -10,6 +10,24 @@ from mvpa_flows.interfaces.betas import (
     BetaSeries,
 )
 from mvpa_flows.interfaces.bids import DerivativesDataSink
+from mvpa_flows.interfaces.reports import MethodsText
+
+#: ``samples`` values of the participant workflow whose samples are trial-wise betas.
+BETA_SAMPLES = ("lss", "lsa")
+
+#: Methods text, filled from the sidecar of the samples table.
+METHODS = MethodsText(
+    "Samples were trial-wise response estimates (betas) of the conditions {Conditions}: for "
+    "each run, {Design.Method}, built with nilearn's make_first_level_design_matrix "
+    "[@nilearn] ({Design.HRFModel}, {Design.DriftModel}[[ with a high-pass cut-off of "
+    "{Design.HighPass}]][[ of order {Design.DriftOrder}]]) and fitted by ordinary least "
+    "squares to the unscaled BOLD series of the {NumberOfVoxels} voxels inside the "
+    "intersection of the runs' brain masks. Confounds entered each GLM as regressors "
+    "({GLMConfounds}) and drift was modelled in the design; no separate cleaning step was "
+    "applied. Runs ({Runs}) served as cross-validation groups[[; decoding used "
+    "{Standardize} (over the run's trials)]].",
+    describes={"suffix": "samples"},
+)
 
 #: Outputs shared with :func:`~mvpa_flows.workflows.prepare.init_prepare_wf`.
 SAMPLE_OUTPUTS = ["data_file", "samples_file", "mask_file", "info", "contrast", "mean_bold"]
@@ -103,6 +121,7 @@ def init_betas_wf(
     from nipype.pipeline.engine import Workflow
 
     workflow = Workflow(name=name)
+    workflow.__desc__ = METHODS
     fields = ["bold_file", "bold_mask", "confounds_file", "events_file", "tr", "runs"]
     inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(

@@ -6,9 +6,14 @@ from nipype.pipeline import engine as pe
 from mvpa_flows.interfaces.bids import DerivativesDataSink
 from mvpa_flows.interfaces.reports import MethodsText
 from mvpa_flows.interfaces.searchlight import STAT_LABELS
+from mvpa_flows.workflows.betas import BETA_SAMPLES, init_betas_wf
 from mvpa_flows.workflows.ftest import init_ftest_wf
 from mvpa_flows.workflows.prepare import init_prepare_wf
-from mvpa_flows.workflows.reports import init_ftest_report_wf, init_searchlight_report_wf
+from mvpa_flows.workflows.reports import (
+    init_betas_report_wf,
+    init_ftest_report_wf,
+    init_searchlight_report_wf,
+)
 from mvpa_flows.workflows.searchlight import init_searchlight_wf
 
 PARTICIPANT_ANALYSES = ("ftest", "searchlight")
@@ -72,6 +77,8 @@ def init_mvpa_wf(
     hrf_delay=0.0,
     confounds_strategy=None,
     confounds_strategy_options=None,
+    samples="volumes",
+    betas=None,
     searchlight=None,
     entities=None,
     sidecar=None,
@@ -105,7 +112,17 @@ def init_mvpa_wf(
         See :func:`~mvpa_flows.workflows.prepare.init_prepare_wf`.
     confounds_strategy, confounds_strategy_options
         A nilearn denoising strategy instead of ``confounds`` (see
-        :func:`~mvpa_flows.workflows.prepare.init_prepare_wf`).
+        :func:`~mvpa_flows.workflows.prepare.init_prepare_wf`; volume samples only).
+    samples : {"volumes", "lss", "lsa"}
+        Volumes labelled by the event they fall in
+        (:func:`~mvpa_flows.workflows.prepare.init_prepare_wf`), or one GLM beta per
+        trial (:func:`~mvpa_flows.workflows.betas.init_betas_wf`: the betaseries of
+        every run are written, confounds enter the GLM as regressors, ``standardize``
+        z-scores the betas within each run before decoding).
+    betas : dict or None
+        Design options of :func:`~mvpa_flows.workflows.betas.init_betas_wf`
+        (hrf_model, drift_model, high_pass, drift_order, slice_time_ref,
+        min_trials_per_run) for ``samples`` lss or lsa.
     contrast_label : str or None
         Value of the ``contrast-`` entity (default: the conditions in camelCase joined
         by ``Vs``).
@@ -188,16 +205,33 @@ def init_mvpa_wf(
         for field in FMRIPREP_ALIASES.values()
     }
     sources = pe.Node(niu.Function(function=_sources, output_names=["out"]), name="sources")
-    prepare_wf = init_prepare_wf(
-        conditions=conditions,
-        confounds=confounds,
-        detrend=detrend,
-        standardize=standardize,
-        hrf_delay=hrf_delay,
-        confounds_strategy=confounds_strategy,
-        confounds_strategy_options=confounds_strategy_options,
-    )
-    prepare_wf.get_node("prepare_samples").inputs.contrast_label = contrast_label
+    beta_samples = samples in BETA_SAMPLES
+    if beta_samples:
+        prepare_wf = init_betas_wf(
+            output_dir=output_dir,
+            dataset_links=dataset_links,
+            method=samples,
+            confounds=confounds,
+            conditions=conditions,
+            standardize=standardize,
+            contrast_label=contrast_label,
+            **dict(betas or {}),
+        )
+    elif samples == "volumes":
+        prepare_wf = init_prepare_wf(
+            conditions=conditions,
+            confounds=confounds,
+            detrend=detrend,
+            standardize=standardize,
+            hrf_delay=hrf_delay,
+            confounds_strategy=confounds_strategy,
+            confounds_strategy_options=confounds_strategy_options,
+        )
+        prepare_wf.get_node("prepare_samples").inputs.contrast_label = contrast_label
+    else:
+        raise ValueError(
+            f"Parameter 'samples' must be one of {['volumes', *BETA_SAMPLES]}; got {samples!r}."
+        )
     common = {k: v for k, v in dict(sidecar or {}).items() if k != "SkullStripped"}
 
     def sink(node_name, out_entities, description, **fields):
@@ -242,13 +276,25 @@ def init_mvpa_wf(
             (picks[field], prepare_wf, [("out", f"inputnode.{field}")]),
             (picks[field], sources, [("out", field)]),
         ])  # fmt:skip
+    if beta_samples:
+        keys = pe.Node(niu.Function(function=_run_keys, output_names=["out"]), name="run_keys")
+        workflow.connect([
+            (inputnode, keys, [("runs", "runs"), ("sessions", "sessions")]),
+            (keys, prepare_wf, [("out", "inputnode.runs")]),
+            (inputnode, prepare_wf, [("events_file", "inputnode.events_file"),
+                                     ("repetition_time", "inputnode.tr")]),
+        ])  # fmt:skip
+        _add_design_report(workflow, prepare_wf, output_dir, dataset_links, entities)
+    else:
+        workflow.connect([
+            (inputnode, prepare_wf, [
+                ("events_file", "inputnode.events_file"),
+                ("runs", "inputnode.runs"),
+                ("sessions", "inputnode.sessions"),
+                ("repetition_time", "inputnode.repetition_time"),
+            ]),
+        ])  # fmt:skip
     workflow.connect([
-        (inputnode, prepare_wf, [
-            ("events_file", "inputnode.events_file"),
-            ("runs", "inputnode.runs"),
-            ("sessions", "inputnode.sessions"),
-            ("repetition_time", "inputnode.repetition_time"),
-        ]),
         (inputnode, sources, [("events_file", "events_file"), ("source_file", "source_file")]),
         (prepare_wf, outputnode, [
             ("outputnode.samples_file", "samples_file"),
@@ -314,7 +360,8 @@ def _add_reports(workflow, analysis_maps, output_dir, dataset_links, searchlight
 
     With ``entities``, the figures are named like the maps they show.
     """
-    prepare_wf, sources = workflow.get_node("prepare_wf"), workflow.get_node("sources")
+    prepare_wf = workflow.get_node("prepare_wf") or workflow.get_node("betas_wf")
+    sources = workflow.get_node("sources")
     for name, (analysis_wf, _) in analysis_maps.items():
         if name == "searchlight":
             options = dict(searchlight or {})
@@ -343,3 +390,32 @@ def _add_reports(workflow, analysis_maps, output_dir, dataset_links, searchlight
 
 def _listify(value):
     return [value]
+
+
+def _run_keys(runs, sessions=None):
+    """Cross-validation group of each run: the run, or ``ses-<s>_run-<r>`` with sessions."""
+    from nipype.interfaces.base import isdefined
+
+    runs = list(runs) if isdefined(runs) and runs else None
+    if not runs:
+        return None
+    sessions = list(sessions) if isdefined(sessions) and sessions else [None] * len(runs)
+    if all(s is None for s in sessions):
+        return runs
+    return [f"ses-{s}_run-{r}" for s, r in zip(sessions, runs, strict=True)]
+
+
+def _add_design_report(workflow, betas_wf, output_dir, dataset_links, entities=None):
+    """The design of the first run and its neighbouring-trial correlations, as figures."""
+    report_wf = init_betas_report_wf(output_dir=output_dir, dataset_links=dataset_links)
+    if entities:
+        for node_name in report_wf.list_node_names():
+            if node_name.startswith("ds_report"):
+                report_wf.get_node(node_name).inputs.base_entities = dict(entities)
+    workflow.connect([
+        (betas_wf, report_wf, [("outputnode.design_file", "inputnode.design_file"),
+                               ("outputnode.trials_file", "inputnode.trials_file"),
+                               ("outputnode.metadata", "inputnode.metadata"),
+                               ("outputnode.contrast", "inputnode.contrast")]),
+        (workflow.get_node("sources"), report_wf, [("out", "inputnode.source_files")]),
+    ])  # fmt:skip

@@ -6,6 +6,7 @@ from nipype.pipeline import engine as pe
 from mvpa_flows.interfaces.bids import DerivativesDataSink
 from mvpa_flows.interfaces.reports import (
     BSCFigure,
+    DesignFigure,
     ISCFigure,
     MeanImage,
     PValueMapFigure,
@@ -174,6 +175,74 @@ def init_searchlight_report_wf(
             inputnode,
             [("p_map", "p_map"), ("mean_bold", "bg_file"), ("metadata", "metadata")],
         )
+    return workflow
+
+
+def init_betas_report_wf(*, output_dir, dataset_links=None, name="betas_report_wf"):
+    """
+    Figures of one subject's trial-wise design: the first run's design matrix and the
+    correlation between neighbouring trials' regressors.
+
+    Workflow Graph
+        .. workflow::
+            :graph2use: orig
+            :simple_form: yes
+
+            from mvpa_flows.workflows.reports import init_betas_report_wf
+            wf = init_betas_report_wf(output_dir=".")
+
+    Parameters
+    ----------
+    output_dir : str
+        Derivatives root.
+    dataset_links : dict or None
+        Dataset name -> root, for the sidecars' BIDS URIs.
+    name : str
+        Workflow name.
+
+    Inputs
+    ------
+    design_file, trials_file
+        The runs' design matrices and trial tables (the first run's are drawn).
+    metadata
+        The runs' betaseries metadata (list of dicts; the first run's fills captions).
+    source_files
+        Inputs of the samples (the first names the figures and the run drawn).
+    contrast
+        The ``contrast-`` entity.
+    """
+    from nipype.pipeline.engine import Workflow
+
+    workflow = Workflow(name=name)
+    inputnode = pe.Node(
+        niu.IdentityInterface(
+            fields=["design_file", "trials_file", "metadata", "source_files", "contrast"]
+        ),
+        name="inputnode",
+    )
+    first = pe.Node(niu.Function(function=_first, output_names=["out"]), name="first_source")
+    first_meta = pe.Node(niu.Function(function=_first, output_names=["out"]), name="first_meta")
+    workflow.connect([
+        (inputnode, first, [("source_files", "files")]),
+        (inputnode, first_meta, [("metadata", "files")]),
+    ])  # fmt:skip
+    for kind, description in (
+        ("design", "Design matrix of the first run's trial-wise GLM."),
+        ("collinearity", "Correlation of neighbouring trials' regressors in the first run."),
+    ):
+        plot = pe.Node(DesignFigure(kind=kind), name=f"plot_{kind}")
+        sink = _figure_sink(f"ds_report_{kind}", output_dir, dataset_links, {"desc": kind},
+                            description)  # fmt:skip
+        facts = pe.Node(niu.Merge(2), name=f"plot_{kind}_facts")
+        workflow.connect([
+            (inputnode, plot, [("design_file", "design_file"), ("trials_file", "trials_file")]),
+            (first, plot, [("out", "source_file")]),
+            (first_meta, facts, [(("out", _listify), "in1")]),
+            (plot, facts, [(("facts", _listify), "in2")]),
+            (plot, sink, [("out_file", "in_file")]),
+            (facts, sink, [(("out", _flatten), "extra_metadata")]),
+            (inputnode, sink, [("source_files", "source_files"), ("contrast", "contrast")]),
+        ])  # fmt:skip
     return workflow
 
 

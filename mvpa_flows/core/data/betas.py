@@ -44,6 +44,7 @@ __all__ = [
     "check_design_options",
     "check_trial_counts",
     "check_trial_events",
+    "collinearity_notes",
     "design_info",
     "design_matrix",
     "load_beta_samples",
@@ -84,6 +85,9 @@ MIN_ONSET = -24.0
 OVERSAMPLING = 50
 #: Trials per compared condition and run below which samples are refused.
 MIN_TRIALS_PER_RUN = 2
+#: Neighbouring trials' regressors correlated above this make a design too fast for
+#: stable trial-wise estimates (a warning, not an error).
+NEIGHBOUR_CORRELATION_WARNING = 0.7
 #: A design whose column-normalised singular values fall below this is rank deficient.
 RANK_TOLERANCE = 1e-6
 MUMFORD_2012 = (
@@ -214,8 +218,8 @@ def check_trial_counts(
             f"{name} has fewer than {min_trials_per_run} trials of compared condition(s) "
             f"{few} (trials per condition: {dict(counts.astype(int))}). Each run needs "
             f"{min_trials_per_run} or more trials of every compared condition; drop the "
-            "run or the condition, or set min_trials_per_run=1 for block designs with one "
-            "block per condition and run."
+            "run or the condition, or set `min_trials_per_run` to 1 for block designs with "
+            "one block per condition and run."
         )
 
 
@@ -1187,6 +1191,36 @@ def check_beta_inputs(
         "metadata": [_betaseries_metadata(plan, conditions) for plan in plans],
         "plans": plans,
     }
+
+
+def collinearity_notes(metadata, names, threshold=NEIGHBOUR_CORRELATION_WARNING):
+    """Warnings for runs whose neighbouring trials' regressors correlate above ``threshold``.
+
+    Parameters
+    ----------
+    metadata : list of dict
+        The runs' betaseries metadata (``NeighbourCorrelationMax``), e.g. the
+        ``metadata`` of :func:`check_beta_inputs`.
+    names : list of str
+        Run names for the messages (e.g. the events files).
+
+    Returns
+    -------
+    list of str
+        One message per run above ``threshold`` (empty when none is).
+    """
+    notes = []
+    for meta, name in zip(metadata, names, strict=True):
+        value = meta.get("NeighbourCorrelationMax")
+        if value is not None and value > threshold:
+            notes.append(
+                f"{name}: the regressors of neighbouring trials correlate up to {value:.2f} "
+                f"(median {meta.get('NeighbourCorrelationMedian', float('nan')):.2f}); above "
+                f"{threshold:g} trial-wise betas are unstable ({meta.get('Method', 'LSS')} "
+                "estimates of close trials share variance). Longer or jittered inter-trial "
+                "intervals make better designs; LSS suffers less than LSA."
+            )
+    return notes
 
 
 def load_beta_samples(

@@ -54,8 +54,9 @@ FLAG_FOR_PARAMETER = {
 def cli_message(text):
     """Rewrite a core message for the command line: Python parameters become flags.
 
-    ``Parameter 'radius' must be ...`` becomes ``Option --radius must be ...`` and
-    ```n_permutations``` becomes ``--n-permutations``; other text is left alone.
+    ``Parameter 'radius' must be ...`` becomes ``Option --radius must be ...``,
+    ```n_permutations``` becomes ``--n-permutations`` and ``method='lss'`` becomes
+    ``--samples lss``; other text is left alone.
     """
 
     def phrase(match):
@@ -65,7 +66,12 @@ def cli_message(text):
     def quoted(match):
         return FLAG_FOR_PARAMETER.get(match.group(1), match.group(0))
 
+    def assigned(match):
+        flag = FLAG_FOR_PARAMETER.get(match.group(1))
+        return f"{flag} {match.group(2)}" if flag else match.group(0)
+
     text = re.sub(r"Parameter '(\w+)'", phrase, str(text))
+    text = re.sub(r"(?<![-\w])(\w+)='([^'\s]*)'", assigned, text)
     return re.sub(r"`(\w+)`", quoted, text)
 
 

@@ -454,6 +454,7 @@ def collect_inputs(
                     f"No RepetitionTime for {run_name}: add it to the BOLD JSON sidecar."
                 )
             metadata["RepetitionTime"] = float(img_zooms[3])
+            metadata["RepetitionTimeSource"] = "NIfTI header (pixdim[4])"
         session = _str(bold.entities.get("session"))
         counters[session] = counters.get(session, 0) + 1
         run = bold.entities.get("run")

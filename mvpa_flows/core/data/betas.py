@@ -216,11 +216,15 @@ def check_trial_counts(
     if few:
         raise InputValidationError(
             f"{name} has fewer than {min_trials_per_run} trials of compared condition(s) "
-            f"{few} (trials per condition: {dict(counts.astype(int))}). Each run needs "
+            f"{few} (trials per condition: {_counts(counts)}). Each run needs "
             f"{min_trials_per_run} or more trials of every compared condition; drop the "
             "run or the condition, or set `min_trials_per_run` to 1 for block designs with "
             "one block per condition and run."
         )
+
+
+def _counts(counts):
+    return {str(k): int(v) for k, v in counts.items()}
 
 
 def repetition_time(bold_file, tr=None):

@@ -284,3 +284,54 @@ def test_haxby_slice_refuses_one_block_per_run_by_default(haxby_dir, tmp_path, c
     assert "set --min-trials-per-run to 1 for block designs" in capsys.readouterr().err.replace(
         "\n", " "
     )
+
+
+@pytest.fixture(scope="module")
+def sessions_bids(tmp_path_factory):
+    from mvpa_flows.datasets import make_fmriprep_dataset
+
+    root = tmp_path_factory.mktemp("sessions")
+    make_fmriprep_dataset(
+        root / "bids", n_subjects=1, spaces=("MNI152NLin2009cAsym:res-2",), surfaces=False
+    )
+    return root / "bids"
+
+
+@pytest.mark.parametrize("per_session", [False, True])
+def test_sessions_and_spaces_name_the_betaseries(sessions_bids, tmp_path, per_session):
+    out = tmp_path / "out"
+    args = ["--samples", "lss", "--space", "MNI152NLin2009cAsym:res-2", "--conditions",
+            "face", "house"] + (["--per-session"] if per_session else [])  # fmt:skip
+    assert run(sessions_bids, out, *args) == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*_betaseries.nii.gz"))
+    assert written == [
+        f"sub-01/ses-{s}/func/sub-01_ses-{s}_task-objects_run-{r}_space-MNI152NLin2009cAsym_"
+        "res-2_desc-lss_betaseries.nii.gz"
+        for s in (1, 2)
+        for r in (1, 2)
+    ]
+    if per_session:
+        tables = sorted(out.rglob("*_samples.tsv"))
+        assert [p.name for p in tables] == [
+            f"sub-01_ses-{s}_task-objects_space-MNI152NLin2009cAsym_res-2_samples.tsv"
+            for s in (1, 2)
+        ]
+        assert sorted(set(pd.read_csv(tables[0], sep="\t")["run"])) == [1, 2]
+        pages = sorted(p.name for p in out.glob("*.html"))
+        assert pages == ["sub-01_ses-1.html", "sub-01_ses-2.html"]
+        assert (
+            "Design matrix (sub-01_ses-2_task-objects_run-1)"
+            in (out / "sub-01_ses-2.html").read_text()
+        )
+    else:
+        (table,) = out.rglob("*_samples.tsv")
+        assert table.name == "sub-01_task-objects_space-MNI152NLin2009cAsym_res-2_samples.tsv"
+        # like volume samples: a session column, the run label, groups session x run
+        frame = pd.read_csv(table, sep="\t", dtype={"session": str})
+        assert list(frame.columns[:2]) == ["session", "run"]
+        pairs = sorted(set(zip(frame["session"], frame["run"], strict=True)))
+        assert pairs == [("1", 1), ("1", 2), ("2", 1), ("2", 2)]
+        meta = json.loads(table.with_suffix(".json").read_text())
+        assert meta["CrossValidationGroups"] == "session x run"
+    errors, _ = bids_validate(out)
+    assert errors == []

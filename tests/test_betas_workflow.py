@@ -36,7 +36,7 @@ def test_outputs_match_the_volume_samples_workflow():
     assert set(SAMPLE_OUTPUTS) == set(prepare)
     wf = init_betas_wf()
     assert set(wf.get_node("inputnode").inputs.copyable_trait_names()) == {
-        "bold_file", "bold_mask", "confounds_file", "events_file", "tr", "runs"
+        "bold_file", "bold_mask", "confounds_file", "events_file", "tr", "runs", "sessions"
     }  # fmt:skip
     assert not any(name.startswith("ds_") for name in wf.list_node_names())
     sinks = init_betas_wf(output_dir="/tmp/out").list_node_names()

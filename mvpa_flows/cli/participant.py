@@ -230,8 +230,10 @@ def check_betas(config, unit):
         run_keys(unit["runs"], unit["sessions"]),
         # a GLM's timing rests on the TR: a header's pixdim[4] (often 1 or 0) is not
         # trusted, so the sidecar must state it
-        [None if m.get("RepetitionTimeSource") else m.get("RepetitionTime")
-         for m in unit["bold_metadata"]],  # fmt:skip
+        [
+            None if m.get("RepetitionTimeSource") else m.get("RepetitionTime")
+            for m in unit["bold_metadata"]
+        ],  # fmt:skip
         conditions=config.conditions,
         confounds=config.confounds,
         min_trials_per_run=config.min_trials_per_run,

@@ -20,7 +20,7 @@ from mvpa_flows.core.data.betas import (
     run_betaseries,
 )
 from mvpa_flows.core.data.dataset import mean_epi
-from mvpa_flows.core.data.samples import contrast_label
+from mvpa_flows.core.data.samples import SESSION_COLUMN, contrast_label, run_keys
 from mvpa_flows.interfaces.bids import OUTPUT_ENTITIES, source_entities
 
 #: Entities of the BOLD series that name its betaseries (a run's output keeps its ses-).
@@ -128,6 +128,10 @@ class _BetaSamplesInputSpec(BaseInterfaceInputSpec):
     )
     metadata = traits.List(traits.Dict, desc="the runs' betaseries metadata (design options)")
     runs = traits.List(traits.Any, desc="run labels, the cross-validation groups")
+    sessions = traits.List(
+        traits.Either(None, traits.Str),
+        desc="session label per run (None: no session); the groups are then session x run",
+    )
     conditions = traits.Either(
         None, traits.List(traits.Str), default=None, usedefault=True,
         desc="trial_type values kept as samples (None: all)",
@@ -166,16 +170,30 @@ class BetaSamples(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
+        n_runs = len(self.inputs.betaseries_file)
+        runs = list(self.inputs.runs) if self.inputs.runs else list(range(1, n_runs + 1))
+        sessions = list(self.inputs.sessions) if self.inputs.sessions else None
+        with_sessions = sessions is not None and any(s is not None for s in sessions)
         X, table, mask_img, info = load_betaseries_samples(
             self.inputs.betaseries_file,
             self.inputs.trials_file,
             self.inputs.bold_mask,
-            runs=self.inputs.runs or None,
+            runs=run_keys(runs, sessions) if with_sessions else runs,
             conditions=self.inputs.conditions,
             standardize=self.inputs.standardize,
             min_trials_per_run=self.inputs.min_trials_per_run,
             metadata=self.inputs.metadata or None,
         )
+        if with_sessions:
+            # the sample table of volume samples: a session column and the run label
+            # (sample_groups() rebuilds the session x run groups from both)
+            by_key = dict(zip(run_keys(runs, sessions), zip(sessions, runs, strict=True),
+                              strict=True))  # fmt:skip
+            pairs = [by_key[key] for key in table["run"]]
+            table.insert(0, SESSION_COLUMN, [s for s, _ in pairs])
+            table["run"] = [r for _, r in pairs]
+            info["Sessions"] = sessions
+            info["CrossValidationGroups"] = "session x run"
         cwd = runtime.cwd
         out = {
             "data_file": os.path.join(cwd, "samples.npy"),

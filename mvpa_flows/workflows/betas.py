@@ -109,6 +109,9 @@ def init_betas_wf(
         Repetition time per run in seconds (None: the BOLD sidecar's).
     runs
         Run labels (cross-validation groups; default 1..n).
+    sessions
+        Session label per run (optional): the cross-validation groups are then
+        session x run and the sample table has a ``session`` column.
 
     Outputs
     -------
@@ -122,7 +125,7 @@ def init_betas_wf(
 
     workflow = Workflow(name=name)
     workflow.__desc__ = METHODS
-    fields = ["bold_file", "bold_mask", "confounds_file", "events_file", "tr", "runs"]
+    fields = ["bold_file", "bold_mask", "confounds_file", "events_file", "tr", "runs", "sessions"]
     inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(
         niu.IdentityInterface(
@@ -166,7 +169,7 @@ def init_betas_wf(
                                  ("events_file", "events_file")]),
         (per_run, betaseries, [("confounds_file", "confounds_file"), ("tr", "tr")]),
         (inputnode, samples, [("bold_mask", "bold_mask"), ("bold_file", "bold_file"),
-                              ("runs", "runs")]),
+                              ("runs", "runs"), ("sessions", "sessions")]),
         (betaseries, samples, [("betaseries_file", "betaseries_file"),
                                ("trials_file", "trials_file"), ("metadata", "metadata")]),
         (samples, outputnode, [(field, field) for field in SAMPLE_OUTPUTS]),

@@ -277,11 +277,10 @@ def init_mvpa_wf(
             (picks[field], sources, [("out", field)]),
         ])  # fmt:skip
     if beta_samples:
-        keys = pe.Node(niu.Function(function=_run_keys, output_names=["out"]), name="run_keys")
         workflow.connect([
-            (inputnode, keys, [("runs", "runs"), ("sessions", "sessions")]),
-            (keys, prepare_wf, [("out", "inputnode.runs")]),
             (inputnode, prepare_wf, [("events_file", "inputnode.events_file"),
+                                     ("runs", "inputnode.runs"),
+                                     ("sessions", "inputnode.sessions"),
                                      ("repetition_time", "inputnode.tr")]),
         ])  # fmt:skip
         _add_design_report(workflow, prepare_wf, output_dir, dataset_links, entities)
@@ -390,19 +389,6 @@ def _add_reports(workflow, analysis_maps, output_dir, dataset_links, searchlight
 
 def _listify(value):
     return [value]
-
-
-def _run_keys(runs, sessions=None):
-    """Cross-validation group of each run: the run, or ``ses-<s>_run-<r>`` with sessions."""
-    from nipype.interfaces.base import isdefined
-
-    runs = list(runs) if isdefined(runs) and runs else None
-    if not runs:
-        return None
-    sessions = list(sessions) if isdefined(sessions) and sessions else [None] * len(runs)
-    if all(s is None for s in sessions):
-        return runs
-    return [f"ses-{s}_run-{r}" for s, r in zip(sessions, runs, strict=True)]
 
 
 def _add_design_report(workflow, betas_wf, output_dir, dataset_links, entities=None):

@@ -240,6 +240,10 @@ def test_design_options_and_refusals_on_the_command_line(small_rapid, tmp_path, 
     assert run(small_rapid, out, "--samples", "lss", "--high-pass", "0") == 64
     assert run(small_rapid, out, "--samples", "lss", "--hrf-model", "fir") == 64
     assert run(small_rapid, out, "--samples", "betas") == 64
+    assert run(small_rapid, out, "--hrf-model", "spm", "--high-pass", "0.02") == 64
+    assert "--hrf-model, --high-pass set(s) the trial-wise GLM, which only --samples lss" in (
+        capsys.readouterr().err.replace("\n", " ")
+    )
 
 
 def test_design_flags_reach_the_sidecars_and_methods(small_rapid, tmp_path):
@@ -335,3 +339,26 @@ def test_sessions_and_spaces_name_the_betaseries(sessions_bids, tmp_path, per_se
         assert meta["CrossValidationGroups"] == "session x run"
     errors, _ = bids_validate(out)
     assert errors == []
+
+
+def test_too_fast_design_is_warned_about(tmp_path, capsys):
+    """Trials every 1-1.5 s: neighbouring regressors correlate above 0.7 (a warning)."""
+    make_event_related_dataset(
+        tmp_path / "bids", n_runs=2, n_volumes=60, shape=(4, 4, 3), isi=(1.0, 1.5), seed=2
+    )
+    out = tmp_path / "out"
+    assert run(tmp_path / "bids", out, "--samples", "lss") == 0
+    err = capsys.readouterr().err.replace("\n", " ")
+    found = re.search(
+        r"warning: sub-01: sub-01_task-rapid_run-1_events.tsv: the regressors of "
+        r"neighbouring trials correlate up to (0\.\d+)",
+        err,
+    )
+    assert found and float(found[1]) > 0.7, err
+    meta = json.loads(
+        (_func(out) / "sub-01_task-rapid_run-1_desc-lss_betaseries.json").read_text()
+    )
+    assert meta["NeighbourCorrelationMax"] == pytest.approx(float(found[1]), abs=0.005)
+    page = (out / "sub-01.html").read_text()
+    assert "neighbouring trials correlate up to" in page
+    assert re.search(r"\d+ of \d+ pairs exceed 0\.7", page)

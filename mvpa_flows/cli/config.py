@@ -17,6 +17,15 @@ from mvpa_flows.cli.parser import UsageError
 LEVELS = ("participant", "group")
 PARTICIPANT_ANALYSES = ("ftest", "searchlight")
 GROUP_ANALYSES = ("searchlight", "hyperalignment")
+#: Options of the trial-wise GLM (``--samples lss|lsa`` only).
+BETA_OPTIONS = (
+    "hrf_model",
+    "drift_model",
+    "high_pass",
+    "drift_order",
+    "slice_time_ref",
+    "min_trials_per_run",
+)
 
 
 @dataclass
@@ -307,6 +316,17 @@ def build_config(args, argv=None):
         except ValueError as err:
             raise UsageError(cli_message(err)) from None
     values["confounds_strategy_options"] = dict(values.get("confounds_strategy_options") or {})
+    design_given = [
+        f"--{key.replace('_', '-')}"
+        for key in BETA_OPTIONS
+        if getattr(args, key, None) is not None or key in spec
+    ]
+    if values.get("samples", "volumes") == "volumes" and design_given:
+        raise UsageError(
+            f"{', '.join(design_given)} set(s) the trial-wise GLM, which only --samples lss "
+            "or --samples lsa fit; add one of them (volume samples are labelled, not "
+            "modelled)."
+        )
     if values.get("samples") in ("lss", "lsa") and values.get("confounds_strategy"):
         raise UsageError(
             f"--samples {values['samples']} enters confounds as GLM regressors chosen with "

@@ -384,7 +384,11 @@ def recorded_warnings(log_file, subject=None):
         end = starts[index + 1].start() if index + 1 < len(starts) else len(text)
         body = re.split(r"^\d\d:\d\d:\d\d \| ", text[match.end() : end], flags=re.M)[0]
         where = match["where"].strip()
-        if subject is None or f"single_subject_{subject}_wf" in where:
+        # node warnings name the subject's workflow; input warnings start with sub-<label>
+        mine = f"single_subject_{subject}_wf" in where or re.match(
+            rf"sub-{re.escape(str(subject))}[: ]", body.strip()
+        )
+        if subject is None or mine:
             counts[(where, body.strip())] += 1
     return [(where, body, n) for (where, body), n in counts.items()]
 

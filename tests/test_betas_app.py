@@ -362,3 +362,22 @@ def test_too_fast_design_is_warned_about(tmp_path, capsys):
     page = (out / "sub-01.html").read_text()
     assert "neighbouring trials correlate up to" in page
     assert re.search(r"\d+ of \d+ pairs exceed 0\.7", page)
+
+
+def test_app_defaults_are_nilearns_first_level_model():
+    """The schema's defaults (what the app runs) are the core's design defaults, which
+    are FirstLevelModel's (checked against nilearn's signature)."""
+    import inspect
+
+    from nilearn.glm.first_level import FirstLevelModel
+
+    from mvpa_flows import bids_specs
+    from mvpa_flows.core.data.betas import DESIGN_DEFAULTS, HRF_MODELS, MIN_TRIALS_PER_RUN
+
+    schema = bids_specs.load("analysis.schema.json")["properties"]
+    nilearn = inspect.signature(FirstLevelModel).parameters
+    for key in ("hrf_model", "drift_model", "high_pass", "drift_order", "slice_time_ref"):
+        assert schema[key]["default"] == DESIGN_DEFAULTS[key] == nilearn[key].default, key
+    assert schema["samples"]["default"] == "volumes"
+    assert tuple(schema["hrf_model"]["enum"]) == HRF_MODELS
+    assert schema["min_trials_per_run"]["default"] == MIN_TRIALS_PER_RUN

@@ -381,3 +381,19 @@ def test_app_defaults_are_nilearns_first_level_model():
     assert schema["samples"]["default"] == "volumes"
     assert tuple(schema["hrf_model"]["enum"]) == HRF_MODELS
     assert schema["min_trials_per_run"]["default"] == MIN_TRIALS_PER_RUN
+
+
+@pytest.mark.slow
+def test_group_searchlight_takes_beta_sample_maps(tmp_path):
+    """The group level takes participant maps made from beta samples like any others."""
+    info = make_event_related_dataset(
+        tmp_path / "bids", n_subjects=2, n_runs=2, n_volumes=100, shape=(6, 7, 4), signal=3.0
+    )
+    out = tmp_path / "out"
+    assert run(info["bids_dir"], out, "--samples", "lss", *SEARCHLIGHT) == 0
+    work = ["-w", str(tmp_path / "work-group"), "--nprocs", "1"]
+    args = ["--analyses", "searchlight", "--allow-subject-space", *work]
+    assert main([str(info["bids_dir"]), str(out), "group", *args]) == 0
+    (t_map,) = out.glob("task-rapid_contrast-faceVsHouse_stat-t_desc-searchlightgroup_*.nii.gz")
+    t = nb.load(t_map).get_fdata()
+    assert np.nanmean(t[info["patch"]]) > np.nanmean(t[~info["patch"]])

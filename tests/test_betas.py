@@ -12,16 +12,19 @@ from nilearn.glm.first_level import FirstLevelModel, make_first_level_design_mat
 from nilearn.signal import standardize_signal
 
 from mvpa_flows.core.data import betas as betas_module
+from mvpa_flows.core.data.beta_samples import (
+    beta_samples,
+    check_beta_inputs,
+    collinearity_notes,
+    load_beta_samples,
+    load_betaseries_samples,
+    methods_text,
+)
 from mvpa_flows.core.data.betas import (
     DESIGN_DEFAULTS,
     MIN_ONSET,
     OVERSAMPLING,
-    beta_samples,
-    check_beta_inputs,
     design_matrix,
-    load_beta_samples,
-    load_betaseries_samples,
-    methods_text,
     neighbour_correlation,
     repetition_time,
     run_betaseries,
@@ -355,3 +358,18 @@ def test_bad_input_fails_before_the_bold_data_are_read(tmp_path, monkeypatch):
         run_betaseries(bold, mask, events, conditions=["a", "c"], confounds=["none"])
     with pytest.raises(InputValidationError, match="events.tsv has fewer than 3 trials"):
         load_beta_samples([bold], [mask], [events], conditions=["a", "b"], min_trials_per_run=3)
+
+
+def test_collinearity_notes_name_the_fast_runs():
+    metadata = [
+        {"Method": "LSS", "NeighbourCorrelationMax": 0.4, "NeighbourCorrelationMedian": 0.2},
+        {"Method": "LSA", "NeighbourCorrelationMax": 0.93, "NeighbourCorrelationMedian": 0.81},
+        {"Method": "LSS"},  # a single trial: no pair
+    ]
+    notes = collinearity_notes(metadata, ["run-1.tsv", "run-2.tsv", "run-3.tsv"])
+    assert len(notes) == 1
+    assert notes[0].startswith(
+        "run-2.tsv: the regressors of neighbouring trials correlate up to 0.93 (median 0.81); "
+        "above 0.7 trial-wise betas are unstable (LSA estimates"
+    )
+    assert collinearity_notes(metadata, ["a", "b", "c"], threshold=0.95) == []

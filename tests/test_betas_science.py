@@ -6,7 +6,8 @@ from nilearn.signal import standardize_signal
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import LeaveOneGroupOut, cross_val_score
 
-from mvpa_flows.core.data.betas import load_beta_samples, trial_betas
+from mvpa_flows.core.data.beta_samples import load_beta_samples
+from mvpa_flows.core.data.betas import trial_betas
 from mvpa_flows.core.data.cleaning import clean_run
 from mvpa_flows.core.data.dataset import load_samples
 from mvpa_flows.core.data.samples import label_volumes

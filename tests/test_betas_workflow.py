@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mvpa_flows.core.data.betas import load_beta_samples, run_betaseries
+from mvpa_flows.core.data.beta_samples import load_beta_samples
+from mvpa_flows.core.data.betas import run_betaseries
 from mvpa_flows.core.errors import InputValidationError
 from mvpa_flows.datasets import make_event_related_dataset
 from mvpa_flows.interfaces.betas import BetaSeries

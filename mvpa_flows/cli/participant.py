@@ -10,7 +10,8 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from mvpa_flows.core.data.betas import BETA_METHODS, check_beta_inputs, collinearity_notes
+from mvpa_flows.core.data.beta_samples import check_beta_inputs, collinearity_notes
+from mvpa_flows.core.data.betas import BETA_METHODS
 from mvpa_flows.core.data.cleaning import check_run_data
 from mvpa_flows.core.data.dataset import check_inputs
 from mvpa_flows.core.data.samples import run_keys

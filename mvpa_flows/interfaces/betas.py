@@ -11,12 +11,12 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from mvpa_flows.core.data.beta_samples import load_betaseries_samples
 from mvpa_flows.core.data.betas import (
     BETA_METHODS,
     DESIGN_DEFAULTS,
     HRF_MODELS,
     MIN_TRIALS_PER_RUN,
-    load_betaseries_samples,
     run_betaseries,
 )
 from mvpa_flows.core.data.dataset import mean_epi
@@ -161,7 +161,7 @@ class _BetaSamplesOutputSpec(TraitedSpec):
 class BetaSamples(SimpleInterface):
     """Stack the runs' trial-wise betas into labelled samples (like ``PrepareSamples``).
 
-    Calls :func:`mvpa_flows.core.data.betas.load_betaseries_samples`.
+    Calls :func:`mvpa_flows.core.data.beta_samples.load_betaseries_samples`.
     """
 
     input_spec = _BetaSamplesInputSpec

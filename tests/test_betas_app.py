@@ -337,6 +337,10 @@ def test_sessions_and_spaces_name_the_betaseries(sessions_bids, tmp_path, per_se
         assert pairs == [("1", 1), ("1", 2), ("2", 1), ("2", 2)]
         meta = json.loads(table.with_suffix(".json").read_text())
         assert meta["CrossValidationGroups"] == "session x run"
+    first = next(out.rglob("*_run-1_space-MNI152NLin2009cAsym_res-2_desc-lss_betaseries.json"))
+    spatial = json.loads(first.read_text())
+    assert spatial["SpatialReference"].startswith("https://templateflow")
+    assert spatial["Resolution"]
     errors, _ = bids_validate(out)
     assert errors == []
 

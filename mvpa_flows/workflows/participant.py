@@ -233,6 +233,10 @@ def init_mvpa_wf(
             f"Parameter 'samples' must be one of {['volumes', *BETA_SAMPLES]}; got {samples!r}."
         )
     common = {k: v for k, v in dict(sidecar or {}).items() if k != "SkullStripped"}
+    if beta_samples and common and (entities or {}).get("space"):
+        # a template or anatomical space is the same reference for every run's betas
+        for node_name in ("ds_betaseries", "ds_trials"):
+            prepare_wf.get_node(node_name).inputs.extra_metadata = [common]
 
     def sink(node_name, out_entities, description, **fields):
         node = pe.Node(

@@ -150,3 +150,13 @@ def test_spec_file_takes_a_classifier_by_import_path(tmp_path):
          "--estimator-params", "C=10"]
     )  # fmt:skip
     assert build_config(args).estimator["params"] == {"kernel": "rbf", "C": 10}
+
+
+def test_core_method_parameter_is_spelled_as_the_flag_of_its_level():
+    """``method`` is --samples at the participant level and --ha-method at the group level."""
+    from mvpa_flows.cli.parser import cli_message
+
+    assert cli_message("Use method='lss'.", "participant") == "Use --samples lss."
+    text = "Parameter 'searchlight_radius' applies to method='procrustes' or 'ridge'."
+    assert "--ha-method procrustes" in cli_message(text, "group")
+    assert cli_message("Use method='lss'.") == "Use method='lss'."

@@ -165,7 +165,7 @@ _RUN_FLAGS = {
 
 def _flags(text):
     """A core message with its parameter names spelled as this app's flags."""
-    text = cli_message(text)
+    text = cli_message(text, "group")
     for name, flag in _RUN_FLAGS.items():
         text = re.sub(rf"(?<![\w-])'?{name}'?(?![\w])", flag, text)
     return text

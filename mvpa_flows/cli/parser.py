@@ -41,7 +41,6 @@ FLAG_FOR_PARAMETER = {
     "cv_blocks": "--ha-cv-blocks",
     "n_components": "--ha-n-components",
     "n_iter": "--ha-n-iter",
-    "method": "--samples",
     "hrf_model": "--hrf-model",
     "drift_model": "--drift-model",
     "high_pass": "--high-pass",
@@ -51,23 +50,32 @@ FLAG_FOR_PARAMETER = {
 }
 
 
-def cli_message(text):
+#: Parameter names whose flag depends on the analysis level.
+LEVEL_FLAGS = {
+    "participant": {"method": "--samples"},
+    "group": {"method": "--ha-method"},
+}
+
+
+def cli_message(text, level=None):
     """Rewrite a core message for the command line: Python parameters become flags.
 
     ``Parameter 'radius' must be ...`` becomes ``Option --radius must be ...``,
-    ```n_permutations``` becomes ``--n-permutations`` and ``method='lss'`` becomes
-    ``--samples lss``; other text is left alone.
+    ```n_permutations``` becomes ``--n-permutations`` and, at the participant level,
+    ``method='lss'`` becomes ``--samples lss`` (``--ha-method`` at the group level);
+    other text is left alone.
     """
+    flags = {**FLAG_FOR_PARAMETER, **LEVEL_FLAGS.get(level, {})}
 
     def phrase(match):
-        flag = FLAG_FOR_PARAMETER.get(match.group(1))
+        flag = flags.get(match.group(1))
         return f"Option {flag}" if flag else match.group(0)
 
     def quoted(match):
-        return FLAG_FOR_PARAMETER.get(match.group(1), match.group(0))
+        return flags.get(match.group(1), match.group(0))
 
     def assigned(match):
-        flag = FLAG_FOR_PARAMETER.get(match.group(1))
+        flag = flags.get(match.group(1))
         return f"{flag} {match.group(2)}" if flag else match.group(0)
 
     text = re.sub(r"Parameter '(\w+)'", phrase, str(text))

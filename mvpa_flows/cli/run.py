@@ -182,6 +182,7 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # usage errors (64), --help and --version (0)
         return stop.code
+    level = getattr(args, "analysis_level", None)
     try:
         from mvpa_flows.cli.config import build_config
 
@@ -201,16 +202,16 @@ def main(argv=None):
             note_warnings(config.log_file)
             return code
     except UsageError as err:
-        print(f"mvpa-flows: error: {cli_message(err)}", file=sys.stderr)
+        print(f"mvpa-flows: error: {cli_message(err, level)}", file=sys.stderr)
         return EXIT_USAGE
     except _LevelError as err:
         print(f"mvpa-flows: error: {err}", file=sys.stderr)
         return EXIT_LEVEL
     except NoInputFilesError as err:
-        print(f"mvpa-flows: no input files: {cli_message(err)}", file=sys.stderr)
+        print(f"mvpa-flows: no input files: {cli_message(err, level)}", file=sys.stderr)
         return EXIT_NO_FILES
     except InputValidationError as err:
-        print(f"mvpa-flows: invalid input: {cli_message(err)}", file=sys.stderr)
+        print(f"mvpa-flows: invalid input: {cli_message(err, level)}", file=sys.stderr)
         return EXIT_VALIDATION
 
 

@@ -1,18 +1,32 @@
-"""Searchlight speed: mvpa_flows on the whole mask vs nilearn on a voxel subset.
+"""Searchlight speed: mvpa_flows against nilearn's SearchLight, per centre, in the same run.
 
-Builds Haxby-sized synthetic data (40x64x64 grid, 3.5x3.75x3.75 mm, ~45,000-voxel
-mask, 12 runs, 216 face/house samples), runs ``mvpa_flows.decoding.SearchLight``
-on the whole mask and ``nilearn.decoding.SearchLight`` on a random subset of
-process voxels in the same run, and prints per-voxel times and the ratio.
+Two synthetic grids, 216 face/house samples, 12 runs, leave-one-run-out:
 
-    python benchmarks/bench_searchlight.py             # all engines, 5.6 and 11 mm
-    python benchmarks/bench_searchlight.py --quick     # gnb/ridge/correlation, 5.6 mm
-    python benchmarks/bench_searchlight.py --engines gnb svc --radii 5.6 --nilearn-voxels 20
+* ``--grid 3.5mm`` (default): Haxby-sized (40x64x64 voxels of 3.5x3.75x3.75 mm, a
+  45,032-voxel mask), radii 5.6 and 11 mm;
+* ``--grid 2mm``: fMRIPrep's usual output grid (80x96x80 voxels of 2 mm, a 231,000-voxel
+  brain-shaped mask, mildly smooth noise), radius 6 mm (123 voxels per sphere).
+
+Cases (``--cases``): ``whole`` (every mask voxel a centre; for lda/svc/logistic, when
+that would take more than ``--max-whole`` seconds, a contiguous block of ``--block``
+centres in the middle of the mask is timed and the whole mask extrapolated from it),
+``slice`` (a process mask of one axial slice) and ``scattered`` (3,000 random centres).
+nilearn's ``SearchLight`` runs on two subsets of centres (its per-centre time is the
+difference, so its start-up cancels). Ratios are nilearn's per-centre wall time (one core)
+over ours (``--n-jobs`` cores), and the same with CPU time (robust to a loaded machine,
+blind to our use of several cores). Every line carries the CPU time and the load average
+at the time it was measured.
+
+    python benchmarks/bench_searchlight.py                       # 3.5 mm, every engine
+    python benchmarks/bench_searchlight.py --grid 2mm            # 2 mm, r 6 mm, three cases
+    python benchmarks/bench_searchlight.py --grid 2mm --engines svc --cases whole scattered
+    python benchmarks/bench_searchlight.py --quick               # gnb/ridge/correlation, 5.6 mm
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import tracemalloc
@@ -22,27 +36,59 @@ import nibabel as nib
 import numpy as np
 
 ENGINES = ["gnb", "lda", "ridge", "correlation", "svc", "logistic"]
+SLOW = ("lda", "svc", "logistic")
+CASES = ("whole", "slice", "scattered")
 
 
-def make_data(seed=0):
-    """Haxby-sized synthetic 4D image, mask, labels and runs."""
-    rng = np.random.default_rng(seed)
-    shape = (40, 64, 64)
-    affine = np.diag([3.5, 3.75, 3.75, 1.0])
-    ii, jj, kk = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    # ellipsoid of ~45,000 voxels (Haxby's brain mask size)
-    mask = ((ii - 19.5) / 18.2) ** 2 + ((jj - 31.5) / 24.3) ** 2 + ((kk - 31.5) / 24.3) ** 2 < 1
+def loadavg():
+    """1-minute load average (nan where /proc is absent)."""
+    try:
+        return float(open("/proc/loadavg").read().split()[0])
+    except OSError:
+        return float("nan")
+
+
+def _labels():
     n_runs, per = 12, 9
     y = np.tile(np.repeat(np.array(["face", "house"]), per), n_runs)
     runs = np.repeat(np.arange(n_runs), 2 * per)
+    return y, runs
+
+
+def make_data(grid="3.5mm", seed=0):
+    """Synthetic 4D image, mask image, mask, labels and runs on the requested grid."""
+    rng = np.random.default_rng(seed)
+    y, runs = _labels()
     n = len(y)
-    X = rng.standard_normal((n, int(mask.sum()))).astype(np.float64)
-    # a smooth-ish informative blob
+    if grid == "3.5mm":
+        shape, zooms = (40, 64, 64), (3.5, 3.75, 3.75)
+        centre, axes = (19.5, 31.5, 31.5), (18.2, 24.3, 24.3)  # ~45,000 voxels (Haxby's mask)
+    else:
+        shape, zooms = (80, 96, 80), (2.0, 2.0, 2.0)
+        centre, axes = (39.5, 47.5, 39.5), (36.0, 44.0, 35.0)  # ~231,000 voxels (MNI brain)
+    affine = np.diag([*zooms, 1.0])
+    ii, jj, kk = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    mask = sum(((g - c) / a) ** 2 for g, c, a in zip((ii, jj, kk), centre, axes, strict=True)) < 1
+    del ii, jj, kk
+    n_vox = int(mask.sum())
+    if grid == "3.5mm":
+        X = rng.standard_normal((n, n_vox))
+    else:
+        # resampled fMRI is spatially smooth: Gaussian noise filtered with sigma 1 voxel
+        from scipy.ndimage import gaussian_filter
+
+        X = np.empty((n, n_vox))
+        for i in range(n):
+            vol = rng.standard_normal(shape).astype(np.float32)
+            X[i] = gaussian_filter(vol, 1.0, truncate=3.0)[mask]
+        X /= X.std(axis=0)
     coords = np.stack(np.where(mask), axis=1)
-    blob = np.linalg.norm((coords - [20, 40, 30]) * [3.5, 3.75, 3.75], axis=1) < 20
+    blob_centre = np.array(centre) + np.array([0.5, 8.5, -1.5]) * (1 if grid == "3.5mm" else 1.75)
+    blob = np.linalg.norm((coords - blob_centre) * zooms, axis=1) < 20
     X[np.ix_(y == "house", np.flatnonzero(blob))] += 0.6
     data = np.zeros((*shape, n), dtype=np.float32)
     data[mask] = X.T
+    del X
     return (
         nib.Nifti1Image(data, affine),
         nib.Nifti1Image(mask.astype(np.uint8), affine),
@@ -52,233 +98,302 @@ def make_data(seed=0):
     )
 
 
+def process_masks(mask, block, seed=0):
+    """Centre sets of the cases: a contiguous block, one axial slice, 3,000 scattered."""
+    n_mask = int(mask.sum())
+    rng = np.random.default_rng(seed)
+    start = max(0, n_mask // 2 - block // 2)
+    idx = {"block": np.arange(start, min(n_mask, start + block))}
+    coords = np.stack(np.where(mask), axis=1)
+    idx["slice"] = np.flatnonzero(coords[:, 2] == int(np.median(coords[:, 2])))
+    idx["scattered"] = np.sort(rng.choice(n_mask, min(3000, n_mask), replace=False))
+    return idx
+
+
+def subset_mask(mask, idx):
+    proc = np.zeros(mask.shape, dtype=bool)
+    proc[tuple(np.stack(np.where(mask), axis=1)[idx].T)] = True
+    return proc
+
+
 def nilearn_estimator(name):
     from mvpa_flows.core.searchlight import resolve_estimator
 
     return "svc" if name == "svc" else resolve_estimator(name)
 
 
-def _subset_mask(mask, idx):
-    proc = np.zeros(mask.shape, dtype=np.uint8)
-    coords = np.stack(np.where(mask), axis=1)[idx]
-    proc[tuple(coords.T)] = 1
-    return proc
-
-
-def time_ours(
-    imgs, mask_img, y, runs, name, radius, n_permutations=0, n_jobs=2, process_mask=None
-):
-    """Wall time of SearchLight.fit (untraced; best of two when under 30 s), then its
-    peak memory in a traced re-run.
-
-    tracemalloc slows every numpy allocation, so the timed run is not traced. The memory
-    run uses at most 5,000 centres: the engines work in chunks of spheres, so the peak
-    does not grow with the number of centres beyond that.
-    """
+def fit_ours(imgs, mask_img, y, runs, name, radius, n_jobs, process=None, n_permutations=0):
+    """One SearchLight.fit: (fitted object, wall s, CPU s, search_light wall s)."""
     from mvpa_flows.decoding import SearchLight
 
-    def fit(process):
-        pm = (
-            None if process is None else nib.Nifti1Image(process.astype(np.uint8), mask_img.affine)
-        )
-        return SearchLight(
-            mask_img,
-            process_mask_img=pm,
-            radius=radius,
-            estimator=name,
-            n_jobs=n_jobs,
-            n_permutations=n_permutations,
-        ).fit(imgs, y, runs)
+    pm = None if process is None else nib.Nifti1Image(process.astype(np.uint8), mask_img.affine)
+    t0, c0 = time.perf_counter(), time.process_time()
+    sl = SearchLight(
+        mask_img,
+        process_mask_img=pm,
+        radius=radius,
+        estimator=name,
+        n_jobs=n_jobs,
+        n_permutations=n_permutations,
+    ).fit(imgs, y, runs)
+    return sl, time.perf_counter() - t0, time.process_time() - c0, sl.result_.timings["total_s"]
 
-    t0 = time.perf_counter()
-    sl = fit(process_mask)
-    dt = time.perf_counter() - t0
-    if dt < 30:  # fast engines: best of two, so one-off import and warm-up costs drop out
-        t0 = time.perf_counter()
-        sl = fit(process_mask)
-        dt = min(dt, time.perf_counter() - t0)
-    centres = process_mask if process_mask is not None else np.asarray(mask_img.dataobj) > 0
-    subset = np.zeros(centres.shape, dtype=bool)
-    subset.flat[np.flatnonzero(centres)[:5000]] = True
+
+def time_ours(imgs, mask_img, y, runs, name, radius, n_jobs, process=None, n_permutations=0):
+    """Untraced timing (best of two when under 30 s, so one-off warm-up costs drop out)."""
+    best = None
+    for _ in range(2):
+        load = loadavg()
+        sl, wall, cpu, core = fit_ours(
+            imgs, mask_img, y, runs, name, radius, n_jobs, process, n_permutations
+        )
+        if best is None or wall < best[1]:
+            best = (sl, wall, cpu, core, load)
+        if wall >= 30:
+            break
+    return best
+
+
+def peak_memory(imgs, mask_img, y, runs, name, radius, n_jobs, process):
+    """Peak traced memory (MiB) of SearchLight.fit on at most 5,000 of the centres.
+
+    tracemalloc slows every numpy allocation, so timed runs are untraced; the engines work
+    in bounded chunks of spheres, so the peak does not grow with the centres beyond that.
+    """
+    subset = np.zeros(process.shape, dtype=bool)
+    subset.flat[np.flatnonzero(process)[:5000]] = True
     tracemalloc.start()
-    fit(subset)
+    fit_ours(imgs, mask_img, y, runs, name, radius, n_jobs, subset)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return dt, peak / 1024**2, sl
-
-
-def time_neighbourhoods(mask, affine, radius):
-    from mvpa_flows.core.searchlight.neighbourhoods import sphere_adjacency
-
-    t0 = time.perf_counter()
-    A = sphere_adjacency(mask, affine, radius)
-    return time.perf_counter() - t0, A
+    return peak / 1024**2
 
 
 def _nilearn_fit(imgs, mask_img, mask, y, runs, name, radius, idx):
     from nilearn.decoding import SearchLight
     from sklearn.model_selection import LeaveOneGroupOut
 
-    proc = _subset_mask(mask, idx)
-    t0 = time.perf_counter()
+    proc = subset_mask(mask, idx)
+    t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sl = SearchLight(
             mask_img,
-            process_mask_img=nib.Nifti1Image(proc, mask_img.affine),
+            process_mask_img=nib.Nifti1Image(proc.astype(np.uint8), mask_img.affine),
             radius=radius,
             estimator=nilearn_estimator(name),
             cv=LeaveOneGroupOut(),
             n_jobs=1,
         ).fit(imgs, y, runs)
-    return time.perf_counter() - t0, sl.scores_, proc.astype(bool)
+    return time.perf_counter() - t0, time.process_time() - c0, sl.scores_, proc
 
 
-def time_nilearn(
-    imgs, mask_img, mask, y, runs, name, radius, n_small, n_large, ours_map, candidates, seed=1
-):
-    """Per-voxel nilearn time from two subset sizes (the difference cancels the start-up)."""
+def time_nilearn(imgs, mask_img, mask, y, runs, name, radius, sizes, candidates, ours, seed=1):
+    """nilearn's per-centre wall and CPU time from two subset sizes, and the fraction of
+    those centres where its score equals ours (``ours``: score map on the grid)."""
+    n_small, n_large = sizes
     rng = np.random.default_rng(seed)
     idx = rng.choice(candidates, n_large, replace=False)
-    t_small, _, _ = _nilearn_fit(
+    load = loadavg()
+    w_small, c_small, _, _ = _nilearn_fit(
         imgs, mask_img, mask, y, runs, name, radius, np.sort(idx[:n_small])
     )
-    t_large, scores, proc = _nilearn_fit(imgs, mask_img, mask, y, runs, name, radius, np.sort(idx))
-    per_vox = (t_large - t_small) / (n_large - n_small)
-    same = np.mean(np.abs(scores[proc] - ours_map[proc]) < 1e-12)
-    return per_vox, same
+    w_large, c_large, scores, proc = _nilearn_fit(
+        imgs, mask_img, mask, y, runs, name, radius, np.sort(idx)
+    )
+    per_wall = (w_large - w_small) / (n_large - n_small)
+    per_cpu = (c_large - c_small) / (n_large - n_small)
+    same = float(np.mean(np.abs(scores[proc] - ours[proc]) < 1e-12))
+    return per_wall, per_cpu, same, load
+
+
+def run_engine_cases(args, data, idx, radius, name, rows):
+    imgs, mask_img, mask, y, runs = data
+    n_mask = int(mask.sum())
+    per_centre = {}
+    ours_map, candidates = None, None
+    for case in args.cases:
+        if case == "whole":
+            block = subset_mask(mask, idx["block"])
+            sl, wall, cpu, core, load = time_ours(
+                imgs, mask_img, y, runs, name, radius, args.n_jobs, block
+            )
+            n_c = len(idx["block"])
+            note = f"block of {n_c} centres, extrapolated"
+            if name not in SLOW or wall * n_mask / n_c <= args.max_whole:
+                sl, wall, cpu, core, load = time_ours(
+                    imgs, mask_img, y, runs, name, radius, args.n_jobs
+                )
+                n_c, note = n_mask, ""
+            process = block if note else mask
+            mem = peak_memory(imgs, mask_img, y, runs, name, radius, args.n_jobs, process)
+            ours_map, candidates = sl.scores_, np.flatnonzero(process[mask])
+        else:
+            proc = subset_mask(mask, idx[case])
+            sl, wall, cpu, core, load = time_ours(
+                imgs, mask_img, y, runs, name, radius, args.n_jobs, proc
+            )
+            n_c, note, mem = len(idx[case]), "", float("nan")
+            if ours_map is None:
+                ours_map, candidates = sl.scores_, idx[case]
+        per_centre[case] = wall / n_c
+        rows.append(
+            dict(
+                engine=name,
+                radius=radius,
+                case=case,
+                centres=n_c,
+                wall=wall,
+                cpu=cpu,
+                core=core,
+                ms=1e3 * wall / n_c,
+                cpu_ms=1e3 * cpu / n_c,
+                whole_min=wall / n_c * n_mask / 60,
+                mem=mem,
+                load=load,
+                note=note,
+            )
+        )
+        print(
+            f"  {name:12s} {case:9s} {n_c:7d} centres  {wall:8.2f} s wall "
+            f"({core:7.2f} s in search_light)  {cpu:8.2f} s CPU  {1e3 * wall / n_c:7.3f} "
+            f"ms/centre  whole mask ~{wall / n_c * n_mask / 60:6.1f} min  load {load:.2f} "
+            f"{note}",
+            flush=True,
+        )
+    if args.nilearn:
+        sizes = args.nilearn_voxels or ((8, 24) if name in SLOW else (20, 60))
+        per_wall, per_cpu, same, load = time_nilearn(
+            imgs, mask_img, mask, y, runs, name, radius, sizes, candidates, ours_map
+        )
+        for row in rows[-len(args.cases) :]:
+            row.update(
+                nl_ms=1e3 * per_wall,
+                nl_cpu_ms=1e3 * per_cpu,
+                ratio=per_wall / (row["ms"] / 1e3),
+                cpu_ratio=per_cpu / (row["cpu_ms"] / 1e3),
+                same=f"{same:.0%} of {sizes[1]}",
+                nl_load=load,
+            )
+        print(
+            f"  {name:12s} nilearn {1e3 * per_wall:8.1f} ms/centre ({1e3 * per_cpu:.1f} ms CPU, "
+            f"load {load:.2f}); ratios "
+            + ", ".join(
+                f"{r['case']} {r['ratio']:.0f}x (CPU {r['cpu_ratio']:.0f}x)"
+                for r in rows[-len(args.cases) :]
+            )
+            + f"; identical {same:.0%} of {sizes[1]}",
+            flush=True,
+        )
+    if "whole" in per_centre and "scattered" in per_centre:
+        print(
+            f"  {name:12s} scattered / whole per-centre cost: "
+            f"{per_centre['scattered'] / per_centre['whole']:.2f}",
+            flush=True,
+        )
+
+
+def print_table(rows, grid):
+    print(
+        "\n| grid | radius (mm) | engine | case | centres | ours (ms/centre) | CPU (ms/centre) "
+        "| whole mask (min) | nilearn (ms/centre) | nilearn CPU (ms/centre) | ratio | CPU ratio "
+        "| peak (MiB) | identical | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        nl = f"{r['nl_ms']:.1f} | {r['nl_cpu_ms']:.1f}" if "nl_ms" in r else "- | -"
+        ratio = f"{r['ratio']:.0f}x | {r['cpu_ratio']:.0f}x" if "ratio" in r else "- | -"
+        mem = "-" if np.isnan(r["mem"]) else f"{r['mem']:.0f}"
+        print(
+            f"| {grid} | {r['radius']} | {r['engine']} | {r['case']} | {r['centres']} | "
+            f"{r['ms']:.3f} | {r['cpu_ms']:.3f} | {r['whole_min']:.1f} | {nl} | {ratio} | "
+            f"{mem} | {r.get('same', '-')} | {r['load']:.2f} |"
+        )
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--grid", choices=("3.5mm", "2mm"), default="3.5mm")
     p.add_argument("--engines", nargs="+", default=None, choices=ENGINES)
     p.add_argument("--radii", nargs="+", type=float, default=None)
+    p.add_argument("--cases", nargs="+", choices=CASES, default=None)
     p.add_argument(
         "--nilearn-voxels",
         type=int,
         nargs=2,
         default=None,
-        help="two nilearn subset sizes (default: 20 60; 8 24 for svc/logistic)",
+        help="two nilearn subset sizes (default: 20 60; 8 24 for lda/svc/logistic)",
     )
+    p.add_argument("--no-nilearn", dest="nilearn", action="store_false")
     p.add_argument(
         "--permutations",
         type=int,
         default=100,
-        help="permutations for the GaussianNB permutation benchmark (0: skip)",
+        help="permutations for the GaussianNB permutation case at 3.5 mm (0: skip)",
     )
     p.add_argument("--n-jobs", type=int, default=2)
     p.add_argument(
         "--max-whole",
         type=float,
         default=600.0,
-        help="when ours would take longer than this many seconds on the whole mask "
-        "(estimated on --probe centres), report the extrapolation from the probe",
+        help="run the whole mask when the block estimate is below this many seconds",
     )
+    p.add_argument("--block", type=int, default=None, help="centres of the block (whole case)")
     p.add_argument(
-        "--probe",
-        type=int,
-        default=1000,
-        help="centres of the probe run for slow engines at radius > 6 mm",
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="gnb, ridge and correlation at 5.6 mm, 10 permutations",
+        "--quick", action="store_true", help="gnb, ridge and correlation at 5.6 mm, whole mask"
     )
     args = p.parse_args(argv)
-    engines = args.engines or (["gnb", "ridge", "correlation"] if args.quick else ENGINES)
-    radii = args.radii or ([5.6] if args.quick else [5.6, 11.0])
+    args.engines = args.engines or (["gnb", "ridge", "correlation"] if args.quick else ENGINES)
+    if args.grid == "2mm":
+        args.radii = args.radii or [6.0]
+        args.cases = args.cases or list(CASES)
+        args.block = args.block or 4000
+    else:
+        args.radii = args.radii or ([5.6] if args.quick else [5.6, 11.0])
+        args.cases = args.cases or ["whole"]
+        args.block = args.block or 1000
+    if "whole" in args.cases:
+        args.cases = ["whole"] + [c for c in args.cases if c != "whole"]
     perms = 10 if args.quick and args.permutations == 100 else args.permutations
 
-    imgs, mask_img, mask, y, runs = make_data()
+    t0 = time.perf_counter()
+    data = make_data(args.grid)
+    imgs, mask_img, mask, y, runs = data
     n_mask = int(mask.sum())
+    idx = process_masks(mask, args.block)
     print(
-        f"data: grid {mask.shape}, mask {n_mask} voxels, {len(y)} samples, "
-        f"{len(np.unique(runs))} runs, leave-one-run-out, n_jobs={args.n_jobs}"
+        f"data ({time.perf_counter() - t0:.0f} s): grid {args.grid} {mask.shape}, mask "
+        f"{n_mask} voxels, {len(y)} samples, {len(np.unique(runs))} runs, leave-one-run-out, "
+        f"n_jobs={args.n_jobs}, {os.cpu_count()} CPUs; cases {args.cases} (slice "
+        f"{len(idx['slice'])} centres, scattered {len(idx['scattered'])}, block "
+        f"{len(idx['block'])}); load {loadavg():.2f}",
+        flush=True,
     )
+    from mvpa_flows.core.searchlight.neighbourhoods import sphere_adjacency
+
     rows = []
-    rng = np.random.default_rng(0)
-    for radius in radii:
-        t_nb, A = time_neighbourhoods(mask, imgs.affine, radius)
+    for radius in args.radii:
+        t0 = time.perf_counter()
+        A = sphere_adjacency(mask, imgs.affine, radius)
+        t_nb = time.perf_counter() - t0
         print(
             f"radius {radius} mm: neighbourhoods {t_nb:.3f} s, mean sphere "
-            f"{A.nnz / A.shape[0]:.1f} voxels",
+            f"{A.nnz / A.shape[0]:.1f} voxels, load {loadavg():.2f}",
             flush=True,
         )
-        rows.append(
-            ("neighbourhoods", radius, t_nb, np.nan, np.nan, np.nan, np.nan, np.nan, 0, "")
-        )
-        for name in engines:
-            candidates = np.arange(n_mask)
-            note = ""
-            probe = None
-            if radius > 6 and name not in ("gnb", "correlation"):
-                probe = np.sort(rng.choice(n_mask, args.probe, replace=False))
-                t, mem, sl = time_ours(
-                    imgs,
-                    mask_img,
-                    y,
-                    runs,
-                    name,
-                    radius,
-                    n_jobs=args.n_jobs,
-                    process_mask=_subset_mask(mask, probe),
-                )
-                est = t * n_mask / args.probe
-                if est > args.max_whole:
-                    candidates = probe
-                    note = f"extrapolated from {args.probe} centres ({t:.1f} s)"
-                    t = est
-            if not note:
-                t, mem, sl = time_ours(imgs, mask_img, y, runs, name, radius, n_jobs=args.n_jobs)
-            slow = name in ("svc", "logistic") or (radius > 6 and name == "lda")
-            n_small, n_large = args.nilearn_voxels or ((8, 24) if slow else (20, 60))
-            per_vox, same = time_nilearn(
-                imgs,
-                mask_img,
-                mask,
-                y,
-                runs,
-                name,
-                radius,
-                n_small,
-                n_large,
-                sl.scores_,
-                candidates,
-            )
-            extrap = per_vox * n_mask
-            rows.append(
-                (name, radius, t, per_vox * 1e3, extrap, extrap / t, mem, same, n_large, note)
+        del A
+        for name in args.engines:
+            run_engine_cases(args, data, idx, radius, name, rows)
+        if perms and "gnb" in args.engines and args.grid == "3.5mm":
+            _, wall, cpu, _, load = time_ours(
+                imgs, mask_img, y, runs, "gnb", radius, args.n_jobs, n_permutations=perms
             )
             print(
-                f"  {name:12s} ours {t:8.2f} s  nilearn {per_vox * 1e3:8.1f} ms/voxel "
-                f"(~{extrap / 60:7.1f} min whole mask)  x{extrap / t:7.0f}  "
-                f"peak {mem:6.0f} MiB  identical {same:.0%} of {n_large} {note}",
+                f"  gnb + {perms} permutations: {wall:.2f} s wall, {cpu:.2f} s CPU, load "
+                f"{load:.2f}",
                 flush=True,
             )
-        if perms and "gnb" in engines:
-            t, mem, _ = time_ours(
-                imgs, mask_img, y, runs, "gnb", radius, n_permutations=perms, n_jobs=args.n_jobs
-            )
-            rows.append(
-                (f"gnb+{perms}perm", radius, t, np.nan, np.nan, np.nan, mem, np.nan, 0, "")
-            )
-            print(f"  gnb + {perms} permutations: {t:.2f} s, peak {mem:.0f} MiB", flush=True)
-
-    print(
-        "\n| engine | radius (mm) | ours, whole mask (s) | nilearn (ms/voxel) | "
-        "nilearn extrapolated (min) | ratio | peak memory (MiB) | identical | note |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, r, t, pv, ex, ratio, mem, same, nv, note in rows:
-        if np.isnan(pv):
-            m = "-" if np.isnan(mem) else f"{mem:.0f}"
-            print(f"| {name} | {r} | {t:.2f} | - | - | - | {m} | - | {note} |")
-        else:
-            print(
-                f"| {name} | {r} | {t:.2f} | {pv:.1f} | {ex / 60:.1f} | {ratio:.0f}x | "
-                f"{mem:.0f} | {same:.0%} of {nv} | {note} |"
-            )
+    print_table(rows, args.grid)
     return 0
 
 

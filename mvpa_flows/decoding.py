@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .core.searchlight import resolve_estimator, search_light
-from .core.searchlight.neighbourhoods import sphere_adjacency
+from .core._validation import check_labels
+from .core.searchlight import check_decoding, resolve_estimator, search_light
+from .core.searchlight.neighbourhoods import check_radius, sphere_adjacency
 
 __all__ = ["SearchLight"]
 
@@ -50,19 +51,19 @@ class SearchLight(BaseEstimator):
         ``mask_img`` are dropped with a warning; a process mask entirely
         outside ``mask_img`` raises ``ValueError``.
     radius : float, default=2.0
-        Sphere radius in millimetres (every mask voxel whose centre lies within
-        ``radius`` of the sphere centre, the centre included).
+        Sphere radius in millimetres, finite and > 0 (every mask voxel whose centre
+        lies within ``radius`` of the sphere centre, the centre included).
     estimator : str or scikit-learn classifier, default='svc'
         ``'svc'``, ``'gnb'``, ``'lda'``, ``'logistic'``, ``'ridge'``,
-        ``'correlation'`` or an instance; see
+        ``'correlation'`` or a classifier instance (regressors are refused); see
         :func:`mvpa_flows.core.searchlight.resolve_estimator`.
     n_jobs : int, default=1
         Cores to use (-1 for all).
     scoring : {None, 'accuracy', 'balanced_accuracy', 'roc_auc'}, default=None
         Fold score (accuracy when None).
     cv : None, int, 'loro', 'kfold:N' or scikit-learn splitter, default=None
-        Cross-validation; leave-one-run-out when ``groups`` are given, else
-        ``StratifiedKFold(5)``.
+        Cross-validation (at least 2 folds); leave-one-run-out when ``groups`` are
+        given, else ``StratifiedKFold(5)``.
     verbose : int, default=0
         Print progress to stderr when > 0.
     random_state : int or None, default=0
@@ -133,24 +134,43 @@ class SearchLight(BaseEstimator):
         imgs : Niimg-like
             4D image, one volume per sample.
         y : array-like of shape (n_samples,)
-            Labels.
+            Labels (NaN or None are refused: a missing label is not a class).
         groups : array-like of shape (n_samples,), optional
             Run of every sample.
 
         Returns
         -------
         self : SearchLight
+
+        Raises
+        ------
+        ValueError, TypeError
+            Bad labels, radius, estimator, cross-validation or masks, before the images
+            are read.
         """
         import nibabel as nib
         from nilearn.image import check_niimg_4d
 
+        # every parameter is checked before the images are read
+        y = check_labels(y, "y")
+        radius = check_radius(self.radius)
+        estimator = self._estimator()
         imgs = check_niimg_4d(imgs)
-        y = np.asarray(y)
-        if y.ndim != 1 or len(y) != imgs.shape[3]:
+        if len(y) != imgs.shape[3]:
             raise ValueError(
                 f"Parameter 'y' must have one label per volume ({imgs.shape[3]}); got "
                 f"shape {y.shape}."
             )
+        setup = check_decoding(
+            y,
+            estimator,
+            groups=groups,
+            cv=self.cv,
+            scoring=self.scoring,
+            n_permutations=self.n_permutations,
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+        )
         if self.mask_img is None:
             mask = np.ones(imgs.shape[:3], dtype=bool)
             self.mask_img_ = nib.Nifti1Image(mask.astype(np.int8), imgs.affine)
@@ -160,37 +180,21 @@ class SearchLight(BaseEstimator):
             process_mask = mask
         else:
             _, process_mask = _load_mask(self.process_mask_img, imgs, "process_mask_img")
-        A = sphere_adjacency(mask, imgs.affine, self.radius, process_mask)
+        A = sphere_adjacency(mask, imgs.affine, radius, process_mask)
         process_mask = process_mask & mask
         data = np.asanyarray(imgs.dataobj)
         X = np.ascontiguousarray(data[mask].T, dtype=np.float64)
-        estimator = self.estimator
-        if self.estimator_args:
-            if not isinstance(self.estimator_args, dict):
-                raise TypeError(
-                    "Parameter 'estimator_args' must be a dict of estimator parameters; got "
-                    f"{type(self.estimator_args).__name__}. Pass e.g. {{'C': 0.1}}."
-                )
-            estimator = resolve_estimator(
-                estimator, random_state=0 if self.random_state is None else self.random_state
-            )
-            try:
-                estimator.set_params(**self.estimator_args)
-            except ValueError as exc:
-                raise ValueError(
-                    f"Parameter 'estimator_args' does not fit {type(estimator).__name__}: {exc}"
-                ) from exc
         res = search_light(
             X,
             y,
-            estimator,
+            setup.estimator,
             A,
             groups=groups,
-            cv=self.cv,
-            scoring=self.scoring,
-            n_permutations=self.n_permutations,
+            cv=setup.cv,
+            scoring=setup.scoring,
+            n_permutations=setup.n_permutations,
             random_state=self.random_state,
-            n_jobs=self.n_jobs,
+            n_jobs=setup.n_jobs,
             return_fold_scores=self.return_fold_scores,
             verbose=self.verbose,
         )
@@ -210,6 +214,26 @@ class SearchLight(BaseEstimator):
             self.fold_scores_ = np.zeros((res.n_folds, *process_mask.shape))
             self.fold_scores_[:, process_mask] = res.fold_scores
         return self
+
+    def _estimator(self):
+        """The resolved estimator with ``estimator_args`` set."""
+        estimator = resolve_estimator(
+            self.estimator, random_state=0 if self.random_state is None else self.random_state
+        )
+        if not self.estimator_args:
+            return estimator
+        if not isinstance(self.estimator_args, dict):
+            raise TypeError(
+                "Parameter 'estimator_args' must be a dict of estimator parameters; got "
+                f"{type(self.estimator_args).__name__}. Pass e.g. {{'C': 0.1}}."
+            )
+        try:
+            estimator.set_params(**self.estimator_args)
+        except ValueError as exc:
+            raise ValueError(
+                f"Parameter 'estimator_args' does not fit {type(estimator).__name__}: {exc}"
+            ) from exc
+        return estimator
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "scores_")

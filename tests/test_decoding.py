@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from nilearn.decoding import SearchLight as NilearnSearchLight
+from sklearn.cluster import KMeans
 from sklearn.exceptions import NotFittedError
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import LeaveOneGroupOut
 from sklearn.naive_bayes import GaussianNB
+from sklearn.preprocessing import StandardScaler
 
 from mvpa_flows.core.searchlight.neighbourhoods import sphere_adjacency
 from mvpa_flows.decoding import SearchLight
@@ -146,7 +148,7 @@ def test_bad_input_errors(haxby):
         SearchLight(mask, process_mask_img=outside, radius=RADIUS, estimator="gnb").fit(
             imgs, y, runs
         )
-    with pytest.raises(ValueError, match="'radius' must be a non-negative number"):
+    with pytest.raises(ValueError, match=r"'radius' must be a finite number > 0 \(mm\)"):
         SearchLight(mask, radius=-1.0, estimator="gnb").fit(imgs, y, runs)
     with pytest.raises(ValueError, match="'estimator' must be one of"):
         SearchLight(mask, radius=RADIUS, estimator="forest").fit(imgs, y, runs)
@@ -156,6 +158,67 @@ def test_bad_input_errors(haxby):
         )
     with pytest.raises(NotFittedError):
         _ = SearchLight(mask).scores_img_
+
+
+def _tiny_image(seed=0):
+    """A 4x4x3 image of 24 volumes (2 classes, 4 runs) and its labels and runs."""
+    rng = np.random.default_rng(seed)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    y = np.tile(np.repeat(np.array(["face", "house"]), 3), 4)
+    runs = np.repeat(np.arange(4), 6)
+    return nib.Nifti1Image(rng.standard_normal((4, 4, 3, len(y))), affine), y, runs
+
+
+@pytest.fixture
+def no_heavy_work(monkeypatch):
+    """Fail if SearchLight.fit gets as far as building spheres: checks must come first."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("sphere construction reached before the parameter checks")
+
+    monkeypatch.setattr("mvpa_flows.decoding.sphere_adjacency", forbidden)
+
+
+@pytest.mark.parametrize(
+    "estimator, message",
+    [
+        (LinearRegression(), r"must be a classifier.*got LinearRegression, a regressor"),
+        (KMeans(2), r"must be a classifier.*got KMeans, a clusterer"),
+        (StandardScaler(), r"must implement fit\(X, y\) and predict\(X\); got "
+         r"StandardScaler, which lacks predict"),
+    ],
+)  # fmt: skip
+def test_non_classifiers_are_refused_before_any_work(no_heavy_work, estimator, message):
+    imgs, y, runs = _tiny_image()
+    with pytest.raises(TypeError, match=message):
+        SearchLight(radius=4.0, estimator=estimator).fit(imgs, y, runs)
+
+
+@pytest.mark.parametrize("missing", [np.nan, None])
+def test_missing_labels_are_refused_before_any_work(no_heavy_work, missing):
+    imgs, y, runs = _tiny_image()
+    y = y.astype(object)
+    y[[2, 7]] = missing
+    with pytest.raises(ValueError, match=r"'y' has 2 missing label\(s\).*sample\(s\) \[2, 7\]"):
+        SearchLight(radius=4.0, estimator="gnb").fit(imgs, y, runs)
+
+
+@pytest.mark.parametrize("radius", [np.nan, np.inf, 0.0, -3.0, "6"])
+def test_bad_radius_is_refused_before_any_work(no_heavy_work, radius):
+    imgs, y, runs = _tiny_image()
+    with pytest.raises(ValueError, match=r"'radius' must be a finite number > 0 \(mm\); got"):
+        SearchLight(radius=radius, estimator="gnb").fit(imgs, y, runs)
+
+
+def test_single_fold_cv_is_refused_before_any_work(no_heavy_work):
+    imgs, y, runs = _tiny_image()
+    one_fold = [(np.flatnonzero(runs > 0), np.flatnonzero(runs == 0))]
+    with pytest.raises(ValueError, match=r"gives 1 fold\(s\).*needs at least 2 folds"):
+        SearchLight(radius=4.0, estimator="gnb", cv=one_fold).fit(imgs, y, runs)
+    with pytest.raises(ValueError, match=r"'kfold:N' with an integer N >= 2; got 'kfold:1'"):
+        SearchLight(radius=4.0, estimator="gnb", cv="kfold:1").fit(imgs, y, runs)
+    with pytest.raises(ValueError, match=r"'cv'.*could not split.*1 run\(s\) in 'groups'"):
+        SearchLight(radius=4.0, estimator="gnb", cv="loro").fit(imgs, y, np.zeros(len(y)))
 
 
 def _logistic_objective(est, X, y):

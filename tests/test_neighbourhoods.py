@@ -1,5 +1,8 @@
 """Sphere neighbourhoods: identical to nilearn's, fast, with clear errors."""
 
+import tracemalloc
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -7,6 +10,8 @@ from nilearn.image.resampling import coord_transform
 from nilearn.maskers.nifti_spheres_masker import apply_mask_and_get_affinity
 
 from mvpa_flows.core.searchlight.neighbourhoods import sphere_adjacency
+
+HAXBY = Path(__file__).resolve().parents[2] / "shared" / "data" / "haxby2001-slice"
 
 
 def _case(seed=0, shape=(9, 8, 7), zooms=(3.5, 3.75, 3.1)):
@@ -79,8 +84,9 @@ def test_process_mask_errors_and_intersection():
 
 def test_bad_radius_and_mask():
     _, affine, mask = _case()
-    with pytest.raises(ValueError, match="'radius' must be a non-negative number"):
-        sphere_adjacency(mask, affine, -1)
+    for radius in (-1, 0.0, np.nan, np.inf, None):
+        with pytest.raises(ValueError, match=r"'radius' must be a finite number > 0 \(mm\)"):
+            sphere_adjacency(mask, affine, radius)
     with pytest.raises(ValueError, match="'mask' selects no voxel"):
         sphere_adjacency(np.zeros_like(mask), affine, 5.0)
     with pytest.raises(ValueError, match="'mask' must be a 3D boolean array"):
@@ -97,3 +103,31 @@ def test_haxby_sized_mask_is_fast():
     A = sphere_adjacency(mask, np.diag([3.5, 3.75, 3.75, 1.0]), 5.6)
     assert A.shape == (mask.sum(), mask.sum())
     assert time.perf_counter() - t0 < 5  # about 0.02 s; generous for loaded CI
+
+
+def test_huge_radius_memory_is_bounded_by_the_mask():
+    """radius=1000 on the Haxby slice (530 voxels): every sphere is the whole mask, built
+    in bounded memory (the radius cube would be about 4 GiB), identical to nilearn."""
+    func = HAXBY / "derivatives" / "fmriprep" / "sub-1" / "func"
+    masks = sorted(func.glob("*_desc-brain_mask.nii.gz"))
+    if not masks:
+        pytest.skip(f"real data {HAXBY} is absent (../shared/data beside the checkout)")
+    img = nib.load(masks[0])
+    mask = np.all([np.asarray(nib.load(m).dataobj) > 0 for m in masks], axis=0)
+    assert mask.sum() == 530
+    tracemalloc.start()
+    try:
+        A = sphere_adjacency(mask, img.affine, 1000.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 1024**2, f"peak {peak / 1024**2:.0f} MiB"
+    assert A.shape == (530, 530) and A.nnz == 530 * 530
+    assert (A != _nilearn_adjacency(mask, img.affine, 1000.0, mask)).nnz == 0
+
+
+def test_radius_beyond_the_mask_matches_nilearn_on_synthetic_grid():
+    _, affine, mask = _case(3, shape=(6, 5, 4))
+    A = sphere_adjacency(mask, affine, 40.0)  # ~2x the box: every sphere is the whole mask
+    assert (A != _nilearn_adjacency(mask, affine, 40.0, mask)).nnz == 0
+    assert A.nnz == mask.sum() ** 2

@@ -23,7 +23,7 @@ from mvpa_flows.core.searchlight import (
     select_engine,
 )
 from mvpa_flows.core.searchlight import base as sl
-from mvpa_flows.core.searchlight._engines import run_engine
+from mvpa_flows.core.searchlight.engines import EngineContext, run_engine
 from mvpa_flows.core.searchlight.neighbourhoods import sphere_adjacency
 
 AFFINE = np.diag([3.5, 3.75, 3.1, 1.0])
@@ -53,7 +53,8 @@ def _engine_outputs(name, est, X, A, y, folds):
         out.setdefault("pred", np.empty((A.shape[0], pred.shape[1]), int))[idx] = pred
         out.setdefault("dec", np.empty((A.shape[0], pred.shape[1])))[idx] = dec
 
-    run_engine(name, est, X, A, codes[None], folds, len(classes), True, consume, 1, lambda n: 0)
+    ctx = EngineContext(est, X, A, codes[None], folds, len(classes), True, 1, consume)
+    run_engine(name, ctx)
     return classes, out["pred"], out["dec"]
 
 
@@ -384,6 +385,31 @@ def test_bad_estimators():
         search_light(X, y, GaussianNB, A, groups=runs)
     with pytest.raises(ValueError, match="'estimator' must be one of"):
         search_light(X, y, "forest", A, groups=runs)
+
+
+def test_regressors_and_single_fold_cv_are_refused():
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.linear_model import LinearRegression
+
+    X, y, runs, mask = _data()
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    with pytest.raises(TypeError, match="must be a classifier.*LinearRegression, a regressor"):
+        search_light(X, y, LinearRegression(), A, groups=runs)
+    one_fold = [(np.flatnonzero(runs > 0), np.flatnonzero(runs == 0))]
+    with pytest.raises(ValueError, match=r"gives 1 fold\(s\) \(4 run\(s\) in 'groups'\)"):
+        search_light(X, y, "gnb", A, groups=runs, cv=one_fold)
+
+    class PredictOnly(ClassifierMixin, BaseEstimator):
+        def fit(self, X, y):
+            self.classes_ = np.unique(y)
+            return self
+
+        def predict(self, X):
+            return np.full(len(X), self.classes_[0])
+
+    with pytest.raises(TypeError, match="'roc_auc' needs continuous decisions.*PredictOnly"):
+        search_light(X, y, PredictOnly(), A, groups=runs, scoring="roc_auc")
+    assert search_light(X, y, PredictOnly(), A[:3], groups=runs).engine == "generic"
 
 
 def test_constant_voxels_no_nan():

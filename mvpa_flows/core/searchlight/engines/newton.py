@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
+from ._context import gather, size_batches
+
 _TS = 0.5 ** np.arange(30)  # backtracking step sizes
 
 
@@ -195,3 +197,47 @@ def logistic_newton(Z, y, C, tol=1e-11, max_iter=100):
         w[live] = wl + T[first][:, None] * p
         live = live[ok_any]
     return w
+
+
+def _run(ctx, kind):
+    X, est, labels, folds, need_dec = ctx.X, ctx.estimator, ctx.labels, ctx.folds, ctx.need_dec
+    if True:
+        C = float(est.C)
+        if kind == "svc":
+            bias = float(est.intercept_scaling)
+            Xw = X
+        else:
+            bias = 1.0
+            Xw = X - X.mean(axis=0)  # shift-invariant with a free intercept
+        offs = ctx.test_offsets
+        for _k, rows, cols in size_batches(
+            ctx.A, lambda k: len(X) * (k + 1) * 8 * 4 + (k + 1) ** 2 * 8 * 4
+        ):
+            if True:
+                sel = slice(None)
+                Xg = gather(Xw, cols[sel])
+                B = Xg.shape[0]
+                Z = np.concatenate([Xg, np.full((B, len(X), 1), bias)], axis=2)
+                for s in range(len(labels)):
+                    ypm = np.where(labels[s] == 1, 1.0, -1.0)
+                    dec_all = np.empty((B, offs[-1]))
+                    for f, (tr, te) in enumerate(folds):
+                        Ztr = np.ascontiguousarray(Z[:, tr])
+                        if kind == "svc":
+                            w = svc_newton(Ztr, ypm[tr], C)
+                        else:
+                            w = logistic_newton(Ztr, ypm[tr], C)
+                        dec_all[:, offs[f] : offs[f + 1]] = np.einsum("bnk,bk->bn", Z[:, te], w)
+                    pred = (dec_all > 0).astype(np.intp)
+                    ctx.consume(s, rows[sel], pred, dec_all if need_dec else None)
+                    ctx.progress(B)
+
+
+def run_svc(ctx):
+    """LinearSVC (squared hinge, L2, penalised intercept) in every sphere and fold."""
+    return _run(ctx, "svc")
+
+
+def run_logistic(ctx):
+    """LogisticRegression (L2, free intercept) in every sphere and fold."""
+    return _run(ctx, "logistic")

@@ -1,21 +1,44 @@
-"""Batched Newton solvers for LinearSVC's and LogisticRegression's problems.
+"""LinearSVC and LogisticRegression: one batched Newton loop for both convex problems.
 
-Both solve, for a batch of independent problems (one per sphere) sharing the
-labels, the same strictly convex problems as scikit-learn:
+For a batch of independent problems (one per sphere of a given size) the engine solves,
+for every fold and label set, the same strictly convex problems as scikit-learn:
 
-* LinearSVC (liblinear, L2 penalty, squared hinge, intercept as an extra
-  feature equal to ``intercept_scaling`` and penalised like the weights)::
+* LinearSVC (liblinear, L2 penalty, squared hinge, the intercept an extra feature equal
+  to ``intercept_scaling`` and penalised like the weights)::
 
       min_w 0.5 ||w||^2 + C sum_i max(0, 1 - y_i w.z_i)^2
 
-* LogisticRegression (lbfgs, L2 penalty, free intercept)::
+* LogisticRegression (L2 penalty, free intercept)::
 
       min_{w,b} 0.5 ||w||^2 + C sum_i log(1 + exp(-y_i (w.x_i + b)))
 
-with a (generalised) Newton method and backtracking line search, to machine
-precision.  The optimum is unique, so the answer is liblinear's / lbfgs's
-answer up to *their* stopping tolerance.  Every problem stops on its own
-criterion, so a problem's iterates do not depend on the rest of its batch.
+:func:`newton` is the loop both share: exact gradients, a Newton direction given by the
+loss, Armijo backtracking on the exact objective, and a per-problem stop when the gradient
+falls below ``TOL`` times its value at zero, or at the optimum to machine precision (no
+step decreases the objective, or the full Newton step fails once the gradient is below
+``_FLOOR`` times its value at zero: the objective's changes are then rounding noise).
+The optimum is unique, so the answer is liblinear's / lbfgs's answer up to *their*
+stopping tolerance. The folds and label sets of a sphere are the columns of one block of
+problems: their decision values and gradients are one matrix product per sphere and
+iteration, and no fold copies its training rows (a 0/1 weight per sample selects them).
+
+Directions
+    *Squared hinge*: the generalised Hessian ``I + 2C Z_A^T Z_A`` involves only the margin
+    violators ``A`` of the training set. Every fold and label set of a sphere shares the
+    inverse of ``H = I + 2C Z^T Z`` over *all* samples; a fold's Hessian is ``H`` minus the
+    rows that are not active (the test rows and the training rows beyond the margin), so
+    its Newton direction follows from the Woodbury identity with a system the size of those
+    rows (typically 50 instead of 124 for a 123-voxel sphere), gathered from one factor per
+    sphere. Spheres whose Hessian is too ill-conditioned for the identity (very uncentred
+    data), and problems whose line search fails far from the optimum, use the direct
+    Hessian, so the iterates stay Newton iterates.
+    *Logistic*: the Hessian ``C Z^T D Z`` (D = p(1-p)) changes at every iteration, so it is
+    formed and solved (in float32 far from the optimum, where only the direction is
+    approximate); the first iteration (D = 1/4 at zero) downdates the shared Gram.
+
+Every problem's arithmetic depends only on its own data and state (array shapes included),
+never on the other problems of its batch, so any subset of centres gives bit-identical
+results.
 """
 
 from __future__ import annotations
@@ -23,26 +46,40 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
+from ..._parallel import thread_imap
 from ._context import gather, size_batches
 
+TOL = 1e-10
+MAX_ITER = 100
+#: below this relative gradient a rejected full Newton step means rounding, not distance
+_FLOOR = 1e-8
 _TS = 0.5 ** np.arange(30)  # backtracking step sizes
+#: sizes the Woodbury systems are padded to (per problem, so shapes never depend on the batch)
+_RUNGS = np.array([8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536])
+#: Hessians more ill-conditioned than this (Frobenius estimate) skip the Woodbury identity
+_MAX_COND = 1e8
+#: logistic Hessians are formed in float32 while the gradient is above this (relative)
+_F32_UNTIL = 1e-3
+#: problems (folds x label sets) solved together per sphere
+_MAX_COLUMNS = 96
 
 
-def _solve_spd(H, g):
-    try:
-        L = np.linalg.cholesky(H)
-        z = np.linalg.solve(L, g[..., None])
-        return np.linalg.solve(np.swapaxes(L, 1, 2), z)[..., 0]
-    except np.linalg.LinAlgError:
-        return np.linalg.solve(H, g[..., None])[..., 0]
+def _matvec(M, v):
+    """Batched ``M @ v`` for (P, a, b) and (P, b)."""
+    return np.matmul(M, v[..., None])[..., 0]
+
+
+def _rmatvec(M, v):
+    """Batched ``M^T @ v`` for (P, a, b) and (P, a)."""
+    return np.matmul(v[:, None, :], M)[:, 0]
 
 
 def _first_armijo(f, f0, gp, steps):
     """Index of the first step size meeting Armijo's condition (-1 if none).
 
-    ``f(T, i)`` evaluates the objective at step sizes ``T`` for problems ``i``.
-    The full step is tried first for every problem; only problems that reject
-    it evaluate the shorter steps (the answer is the same as trying them all).
+    ``f(T, i)`` evaluates the objective at step sizes ``T`` for problems ``i``. The full
+    step is tried first for every problem; only problems that reject it evaluate the
+    shorter steps (the answer is the same as trying them all).
     """
     first = np.full(len(f0), -1)
     all_ = np.arange(len(f0))
@@ -56,181 +93,334 @@ def _first_armijo(f, f0, gp, steps):
     return first
 
 
-def svc_newton(Z, y, C, tol=1e-11, max_iter=100):
-    """Solve L2-regularised squared-hinge SVMs (liblinear's primal) in batch.
+class SquaredHinge:
+    """LinearSVC's loss ``max(0, 1 - m)^2`` of the margins ``m``; every weight penalised."""
+
+    def __init__(self, C, d):
+        self.C = C
+        self.pen = np.ones(d)
+
+    @staticmethod
+    def value(m, v):
+        """Sum over samples of ``v * loss(m)``."""
+        return np.sum(v * np.square(np.maximum(0.0, 1.0 - m)), axis=-1)
+
+    @staticmethod
+    def slope(m):
+        """d loss / d m."""
+        return -2.0 * np.maximum(0.0, 1.0 - m)
+
+
+class Logistic:
+    """LogisticRegression's loss ``log(1 + exp(-m))``; the intercept (last) not penalised."""
+
+    def __init__(self, C, d):
+        self.C = C
+        self.pen = np.ones(d)
+        self.pen[-1] = 0.0
+
+    @staticmethod
+    def value(m, v):
+        """Sum over samples of ``v * loss(m)``."""
+        return np.sum(v * np.logaddexp(0.0, -m), axis=-1)
+
+    @staticmethod
+    def slope(m):
+        """d loss / d m."""
+        return -expit(-m)
+
+
+def newton(Z, Y, V, loss, direction, tol=TOL, max_iter=MAX_ITER, steps=_TS):
+    """Minimise ``0.5 w.pen.w + C sum_i V_qi loss(Y_qi z_i.w)`` for spheres x columns.
 
     Parameters
     ----------
     Z : ndarray of shape (B, n, d)
-        Features with the intercept column (``intercept_scaling``) appended.
-    y : ndarray of shape (n,)
-        Labels in {-1, +1}.
-    C : float
-        Inverse regularisation.
-    tol : float, default=1e-11
-        Stop when ``||grad|| <= tol * ||grad at 0||``.
-    max_iter : int, default=100
+        Features of every sample of every sphere (intercept column included).
+    Y : ndarray of shape (Q, n)
+        Labels in {-1, +1} of every column (a fold of a label set).
+    V : ndarray of shape (Q, n)
+        1 for the training samples of the column's fold, 0 for the others (which then
+        cost nothing: no fold copies its rows).
+    loss : SquaredHinge or Logistic
+        The loss, its ``C`` and penalty vector ``pen``.
+    direction : object
+        ``direction.restrict(spheres)`` is told which spheres are still iterating;
+        ``direction(it, live, M, G, rel)`` returns the Newton directions (Bl, Q, d) of
+        those spheres' problems where ``live`` (Bl, Q) is True, from their margins ``M``
+        (Bl, Q, n), gradients ``G`` (Bl, Q, d) and gradient norms relative to zero
+        ``rel`` (Bl, Q). With a method ``fallback(b, q)``
+        (returning which of those problems switched to a safer direction), problems whose
+        line search fails far from the optimum retry.
+    tol : float
+        Stop a problem when ``||grad|| <= tol * ||grad at 0||``.
+    max_iter : int
+    steps : ndarray
+        Step sizes tried by the line search, largest first.
 
     Returns
     -------
-    w : ndarray of shape (B, d)
+    W : ndarray of shape (B, Q, d)
+        Solutions, starting from zero.
+    ZW : ndarray of shape (B, Q, n)
+        Their decision values on every sample.
     """
     B, n, d = Z.shape
-    w = np.zeros((B, d))
-    live = np.arange(B)
-    g0 = None
-    eye = np.eye(d)
-    for _ in range(max_iter):
-        if len(live) == 0:
+    Q = len(Y)
+    C, pen = loss.C, loss.pen
+    W = np.zeros((B, Q, d))
+    ZW = np.zeros((B, Q, n))
+    VY = V * Y
+    g0 = np.linalg.norm(C * np.matmul(VY * loss.slope(np.zeros(n)), Z), axis=2)
+    fallback = getattr(direction, "fallback", None)
+    live = g0 > 0
+    spheres, Zl = np.arange(B), Z
+    direction.restrict(spheres)
+    for it in range(max_iter):
+        busy = live[spheres].any(axis=1)
+        if not busy.all():
+            spheres = spheres[busy]
+            Zl = Z[spheres]
+            direction.restrict(spheres)
+        if len(spheres) == 0:
             break
-        Zl, wl = Z[live], w[live]
-        zw = np.einsum("bnd,bd->bn", Zl, wl)
-        act = (y * zw) < 1
-        r = (zw - y) * act
-        g = wl + 2.0 * C * np.einsum("bnd,bn->bd", Zl, r)
-        gn = np.linalg.norm(g, axis=1)
-        if g0 is None:
-            g0 = np.empty(B)
-            g0[live] = gn
-        keep = gn > tol * np.maximum(g0[live], 1e-300)
-        live, Zl, wl, zw, act, g = live[keep], Zl[keep], wl[keep], zw[keep], act[keep], g[keep]
-        if len(live) == 0:
-            break
-        Za = Zl * act[:, :, None]
-        H = eye + 2.0 * C * np.matmul(Za.transpose(0, 2, 1), Za)
-        p = -_solve_spd(H, g)
-        zp = np.einsum("bnd,bd->bn", Zl, p)
-        f0 = 0.5 * np.sum(wl * wl, axis=1) + C * np.sum(np.maximum(0, 1 - y * zw) ** 2, axis=1)
+        Wl, ZWl, L = W[spheres], ZW[spheres], live[spheres]
+        M = Y * ZWl
+        G = pen * Wl + C * np.matmul(VY * loss.slope(M), Zl)
+        gn = np.linalg.norm(G, axis=2)
+        L &= gn > tol * g0[spheres]
+        live[spheres] = L
+        if not L.any():
+            continue
+        P = direction(it, L, M, G, gn / np.maximum(g0[spheres], 1e-300))
+        ZP = np.matmul(P, Zl.transpose(0, 2, 1))
+        bi, qi = np.nonzero(L)
+        w, p, zw, zp, g = Wl[bi, qi], P[bi, qi], ZWl[bi, qi], ZP[bi, qi], G[bi, qi]
+        y, v = Y[qi], V[qi]
+        ww = 0.5 * np.sum(pen * w * w, axis=1)
+        f0 = ww + C * loss.value(y * zw, v)
         gp = np.sum(g * p, axis=1)
-        ww, wp, pp = np.sum(wl * wl, axis=1), np.sum(wl * p, axis=1), np.sum(p * p, axis=1)
-        first = _first_armijo(
-            lambda T, i, ww=ww, wp=wp, pp=pp, zw=zw, zp=zp: (
-                0.5 * (ww[i][None] + 2 * T[:, None] * wp[i][None] + T[:, None] ** 2 * pp[i][None])
-                + C
-                * np.sum(
-                    np.maximum(0, 1 - y * (zw[i][None] + T[:, None, None] * zp[i][None])) ** 2,
-                    axis=2,
-                )
-            ),
-            f0,
-            gp,
-            _TS,
-        )
-        ok_any = first >= 0
-        first = np.where(ok_any, first, len(_TS) - 1)
-        step = _TS[first]
-        w[live] = wl + step[:, None] * p
-        live = live[ok_any]
-    return w
+        wp, pp = np.sum(pen * w * p, axis=1), np.sum(pen * p * p, axis=1)
+
+        def line(T, i, ww=ww, wp=wp, pp=pp, zw=zw, zp=zp, y=y, v=v):
+            t = T[:, None]
+            quad = ww[i][None] + t * wp[i][None] + 0.5 * t * t * pp[i][None]
+            return quad + C * loss.value(y[i] * (zw[i][None] + t[..., None] * zp[i][None]), v[i])
+
+        first = _first_armijo(line, f0, gp, steps)
+        moved = first >= 0
+        t = steps[first[moved]][:, None]
+        sb, sq = spheres[bi[moved]], qi[moved]
+        W[sb, sq] = w[moved] + t * p[moved]
+        ZW[sb, sq] = zw[moved] + t * zp[moved]
+        # the optimum to machine precision: no step decreases the objective, or the full
+        # Newton step fails once the gradient is tiny (the objective is rounding noise)
+        near = gn[bi, qi] <= _FLOOR * g0[spheres[bi], qi]
+        stay = moved & ~(near & (first != 0))
+        if fallback is not None and not moved.all():
+            # no decrease far from the optimum: an inaccurate direction, not the end
+            far = np.flatnonzero(~moved & ~near)
+            if len(far):
+                stay[far[fallback(bi[far], qi[far])]] = True
+        live[spheres[bi[~stay]], qi[~stay]] = False
+    return W, ZW
 
 
-def logistic_newton(Z, y, C, tol=1e-11, max_iter=100):
-    """Solve L2-regularised logistic regressions with a free intercept in batch.
+def _rung(r):
+    """Padded size of Woodbury systems of r rows (0 when beyond the largest rung)."""
+    i = np.searchsorted(_RUNGS, r)
+    return np.where(i < len(_RUNGS), _RUNGS[np.minimum(i, len(_RUNGS) - 1)], 0)
 
-    Parameters
-    ----------
-    Z : ndarray of shape (B, n, d)
-        Features with a column of ones (the intercept, not penalised) last.
-    y : ndarray of shape (n,)
-        Labels in {-1, +1}.
-    C : float
-        Inverse regularisation.
-    tol : float, default=1e-11
-        Stop when ``||grad|| <= tol * ||grad at 0||``.
-    max_iter : int, default=100
 
-    Returns
-    -------
-    w : ndarray of shape (B, d)
-        Weights, intercept last.
+class _SvcFactors:
+    """What every fold and label set of a batch of spheres shares for the squared hinge.
+
+    ``R`` (lower triangular, B x d x d) with ``R R^T = (I + 2C Z^T Z)^-1`` over all samples,
+    and ``F = Z_ext R`` (the samples and a zero padding row): the Woodbury system of any
+    set of rows is ``I / 2C - F_rows F_rows^T``. ``woodbury`` is False for spheres whose
+    Hessian is too ill-conditioned (very uncentred data) for the identity to give accurate
+    directions; they use the direct Hessian.
     """
-    B, n, d = Z.shape
-    w = np.zeros((B, d))
-    pen = np.ones(d)
-    pen[-1] = 0.0
-    live = np.arange(B)
-    g0 = None
-    for _ in range(max_iter):
-        if len(live) == 0:
-            break
-        Zl, wl = Z[live], w[live]
-        zw = np.einsum("bnd,bd->bn", Zl, wl)
-        m = y * zw
-        s = expit(-m)
-        g = pen * wl - C * np.einsum("bnd,bn->bd", Zl, y * s)
-        gn = np.linalg.norm(g, axis=1)
-        if g0 is None:
-            g0 = np.empty(B)
-            g0[live] = gn
-        keep = gn > tol * np.maximum(g0[live], 1e-300)
-        live, Zl, wl, zw, s, g = live[keep], Zl[keep], wl[keep], zw[keep], s[keep], g[keep]
-        if len(live) == 0:
-            break
-        h = s * (1 - s)
-        H = C * np.matmul((Zl * h[:, :, None]).transpose(0, 2, 1), Zl)
-        H[:, np.arange(d), np.arange(d)] += pen + 1e-300
-        p = -_solve_spd(H, g)
-        zp = np.einsum("bnd,bd->bn", Zl, p)
-        wpen = wl * pen
-        f0 = 0.5 * np.sum(wpen * wl, axis=1) + C * np.sum(np.logaddexp(0, -y * zw), axis=1)
-        gp = np.sum(g * p, axis=1)
-        ww, wp, pp = (
-            np.sum(wpen * wl, axis=1),
-            np.sum(wpen * p, axis=1),
-            np.sum(p * p * pen, axis=1),
-        )
-        T = _TS[:12]
-        first = _first_armijo(
-            lambda T, i, ww=ww, wp=wp, pp=pp, zw=zw, zp=zp: (
-                0.5 * (ww[i][None] + 2 * T[:, None] * wp[i][None] + T[:, None] ** 2 * pp[i][None])
-                + C
-                * np.sum(
-                    np.logaddexp(0, -y * (zw[i][None] + T[:, None, None] * zp[i][None])), axis=2
-                )
-            ),
-            f0,
-            gp,
-            T,
-        )
-        ok_any = first >= 0
-        first = np.where(ok_any, first, len(T) - 1)
-        w[live] = wl + T[first][:, None] * p
-        live = live[ok_any]
-    return w
+
+    def __init__(self, Z_ext, C):
+        B, n1, d = Z_ext.shape
+        Z = Z_ext[:, :-1]
+        H = 2.0 * C * np.matmul(Z.transpose(0, 2, 1), Z)
+        H[:, np.arange(d), np.arange(d)] += 1.0
+        Hinv = np.linalg.inv(H)
+        cond = np.linalg.norm(H, axis=(1, 2)) * np.linalg.norm(Hinv, axis=(1, 2))
+        self.woodbury = cond <= _MAX_COND
+        try:
+            self.R = np.linalg.cholesky(Hinv)
+        except np.linalg.LinAlgError:  # one problem at a time, so each decides for itself
+            self.R = np.zeros_like(Hinv)
+            for i in range(B):
+                try:
+                    self.R[i] = np.linalg.cholesky(Hinv[i])
+                except np.linalg.LinAlgError:
+                    self.woodbury[i] = False
+        self.F = np.matmul(Z_ext, self.R)
+        self.Z_ext, self.C = Z_ext, C
+
+
+class _SvcDirection:
+    """Newton directions of the squared hinge (see the module docstring)."""
+
+    def __init__(self, fac, V):
+        self.fac, self.train = fac, V > 0
+        self.direct = np.repeat(~fac.woodbury[:, None], len(V), axis=1)  # direct Hessian
+
+    def restrict(self, spheres):
+        self.spheres = spheres
+        self.R = self.fac.R if len(spheres) == len(self.fac.R) else self.fac.R[spheres]
+
+    def fallback(self, b, q):
+        new = ~self.direct[self.spheres[b], q]
+        self.direct[self.spheres[b], q] = True
+        return new
+
+    def __call__(self, it, live, M, G, rel):
+        F, C, sp = self.fac.F, self.fac.C, self.spheres
+        n = F.shape[1] - 1
+        d = F.shape[2]
+        act = self.train[None] & (M < 1.0)  # the training samples inside the margin
+        r = n - act.sum(axis=2)  # every other sample leaves the all-samples Hessian
+        rung = _rung(r)
+        use = live & ~self.direct[sp] & (rung > 0) & (rung < d)
+        A = np.matmul(G, self.R)  # rows: R^T g
+        for u in np.unique(rung[use]):
+            bi, qi = np.nonzero(use & (rung == u))
+            idx = np.argsort(act[bi, qi], axis=1, kind="stable")[:, :u]  # inactive first
+            idx[np.arange(u)[None, :] >= r[bi, qi][:, None]] = n  # padding: the zero row
+            Fu = F[sp[bi][:, None], idx]  # (s, u, d)
+            S = -np.matmul(Fu, Fu.transpose(0, 2, 1))
+            S[:, np.arange(u), np.arange(u)] += 0.5 / C
+            a = A[bi, qi]
+            q = np.linalg.solve(S, _matvec(Fu, a)[..., None])[..., 0]
+            A[bi, qi] = a + _rmatvec(Fu, q)
+        P = -np.matmul(A, self.R.transpose(0, 2, 1))  # rows: -R (R^T g + F_u^T q)
+        bi, qi = np.nonzero(live & ~use)
+        if len(bi):
+            Za = self.fac.Z_ext[sp[bi], :n] * act[bi, qi][..., None]
+            H = 2.0 * C * np.matmul(Za.transpose(0, 2, 1), Za)
+            H[:, np.arange(d), np.arange(d)] += 1.0
+            P[bi, qi] = -np.linalg.solve(H, G[bi, qi][..., None])[..., 0]
+        P[~live] = 0.0
+        return P
+
+
+class _LogisticDirection:
+    """Newton directions of the logistic loss.
+
+    The Hessian ``C Z^T diag(v p(1-p)) Z`` is formed and solved per problem. At zero (all
+    weights 1/4) it is the shared Gram downdated by the samples outside the fold's training
+    set, one factorisation serving every label set. Far from the optimum (gradient above
+    ``_F32_UNTIL`` times its value at zero) the product is formed in float32, twice as fast:
+    only the direction is approximate there, never the gradient or the objective, and the
+    last iterations use float64 Hessians, so convergence stays quadratic.
+    """
+
+    def __init__(self, Z, Z32, Gram, V, fold_of, C, pen):
+        self.Z, self.Z32, self.Gram, self.V = Z, Z32, Gram, V
+        self.fold_of, self.C, self.pen = fold_of, C, pen
+
+    def restrict(self, spheres):
+        self.spheres = spheres
+
+    def _hessians(self, Z, b, w):
+        Zs = Z[self.spheres[b]]
+        Zs *= np.sqrt(w).astype(Z.dtype)[..., None]
+        return self.C * np.matmul(Zs.transpose(0, 2, 1), Zs).astype(np.float64)
+
+    def __call__(self, it, live, M, G, rel):
+        d = G.shape[2]
+        diag = np.arange(d)
+        P = np.zeros_like(G)
+        if it == 0:
+            for f in np.unique(self.fold_of):
+                cols = np.flatnonzero(self.fold_of == f)
+                Zo = self.Z[self.spheres][:, self.V[cols[0]] == 0]
+                H = self.Gram[self.spheres] - np.matmul(Zo.transpose(0, 2, 1), Zo)
+                H *= 0.25 * self.C
+                H[:, diag, diag] += self.pen + 1e-300
+                P[:, cols] = -np.linalg.solve(H, G[:, cols].transpose(0, 2, 1)).transpose(0, 2, 1)
+            P[~live] = 0.0
+            return P
+        bi, qi = np.nonzero(live)
+        s = expit(-M[bi, qi])
+        w = self.V[qi] * s * (1.0 - s)
+        early = rel[bi, qi] > _F32_UNTIL
+        H = np.empty((len(bi), d, d))
+        for sel, Z in ((np.flatnonzero(early), self.Z32), (np.flatnonzero(~early), self.Z)):
+            if len(sel):
+                H[sel] = self._hessians(Z, bi[sel], w[sel])
+        H[:, diag, diag] += self.pen + 1e-300
+        P[bi, qi] = -np.linalg.solve(H, G[bi, qi][..., None])[..., 0]
+        return P
+
+
+def _solve_batch(kind, Xg, bias, labels, folds, C, offs):
+    """Decision values (n_sets, B, n_test_all) of one batch of spheres (Xg: (B, n, k))."""
+    B, n, k = Xg.shape
+    d = k + 1
+    Z_ext = np.zeros((B, n + 1, d))
+    Z_ext[:, :n, :k] = Xg
+    Z_ext[:, :n, k] = bias
+    Z = Z_ext[:, :n]
+    F = len(folds)
+    Vf = np.zeros((F, n))
+    for f, (tr, _) in enumerate(folds):
+        Vf[f, tr] = 1.0
+    if kind == "svc":
+        loss, fac = SquaredHinge(C, d), _SvcFactors(Z_ext, C)
+    else:
+        loss, Gram = Logistic(C, d), np.matmul(Z.transpose(0, 2, 1), Z)
+        Z32 = Z.astype(np.float32)
+    dec = np.empty((len(labels), B, offs[-1]))
+    per = max(1, _MAX_COLUMNS // F)  # label sets per block of columns
+    for s0 in range(0, len(labels), per):
+        sets = range(s0, min(len(labels), s0 + per))
+        Y = np.concatenate([np.broadcast_to(np.where(labels[s] == 1, 1.0, -1.0), (F, n))
+                            for s in sets])  # fmt: skip
+        V = np.tile(Vf, (len(sets), 1))
+        if kind == "svc":
+            direction = _SvcDirection(fac, V)
+        else:
+            fold_of = np.tile(np.arange(F), len(sets))
+            direction = _LogisticDirection(Z, Z32, Gram, V, fold_of, C, loss.pen)
+        _, ZW = newton(Z, Y, V, loss, direction)
+        for j, s in enumerate(sets):
+            for f, (_, te) in enumerate(folds):
+                dec[s, :, offs[f] : offs[f + 1]] = ZW[:, j * F + f, te]
+    return dec
 
 
 def _run(ctx, kind):
-    X, est, labels, folds, need_dec = ctx.X, ctx.estimator, ctx.labels, ctx.folds, ctx.need_dec
-    if True:
-        C = float(est.C)
-        if kind == "svc":
-            bias = float(est.intercept_scaling)
-            Xw = X
-        else:
-            bias = 1.0
-            Xw = X - X.mean(axis=0)  # shift-invariant with a free intercept
-        offs = ctx.test_offsets
-        for _k, rows, cols in size_batches(
-            ctx.A, lambda k: len(X) * (k + 1) * 8 * 4 + (k + 1) ** 2 * 8 * 4
-        ):
-            if True:
-                sel = slice(None)
-                Xg = gather(Xw, cols[sel])
-                B = Xg.shape[0]
-                Z = np.concatenate([Xg, np.full((B, len(X), 1), bias)], axis=2)
-                for s in range(len(labels)):
-                    ypm = np.where(labels[s] == 1, 1.0, -1.0)
-                    dec_all = np.empty((B, offs[-1]))
-                    for f, (tr, te) in enumerate(folds):
-                        Ztr = np.ascontiguousarray(Z[:, tr])
-                        if kind == "svc":
-                            w = svc_newton(Ztr, ypm[tr], C)
-                        else:
-                            w = logistic_newton(Ztr, ypm[tr], C)
-                        dec_all[:, offs[f] : offs[f + 1]] = np.einsum("bnk,bk->bn", Z[:, te], w)
-                    pred = (dec_all > 0).astype(np.intp)
-                    ctx.consume(s, rows[sel], pred, dec_all if need_dec else None)
-                    ctx.progress(B)
+    est, X = ctx.estimator, ctx.X
+    C = float(est.C)
+    if kind == "svc":
+        bias = float(est.intercept_scaling)
+    else:
+        bias = 1.0
+        X = X - X.mean(axis=0)  # shift-invariant with a free intercept
+    offs = ctx.test_offsets
+    n = len(X)
+    Q = min(_MAX_COLUMNS, len(ctx.folds) * ctx.n_sets)
+
+    def per_sphere(k):
+        d = k + 1
+        # samples (gathered and with the intercept), R and F, the problems' states
+        return 8 * (3 * (n + 1) * d + 3 * d * d + 6 * Q * (n + d))
+
+    def chunk(job):
+        k, rows, cols = job
+        return rows, _solve_batch(kind, gather(X, cols), bias, ctx.labels, ctx.folds, C, offs)
+
+    for rows, dec in thread_imap(chunk, size_batches(ctx.A, per_sphere), ctx.n_jobs):
+        for s in range(ctx.n_sets):
+            pred = (dec[s] > 0).astype(np.intp)
+            ctx.consume(s, rows, pred, dec[s] if ctx.need_dec else None)
+            ctx.progress(len(rows))
 
 
 def run_svc(ctx):

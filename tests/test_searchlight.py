@@ -24,6 +24,7 @@ from mvpa_flows.core.searchlight import (
 )
 from mvpa_flows.core.searchlight import base as sl
 from mvpa_flows.core.searchlight.engines import EngineContext, run_engine
+from mvpa_flows.core.searchlight.engines._context import restrict_columns
 from mvpa_flows.core.searchlight.neighbourhoods import sphere_adjacency
 
 AFFINE = np.diag([3.5, 3.75, 3.1, 1.0])
@@ -44,7 +45,7 @@ def _folds(runs):
     return [(np.flatnonzero(runs != r), np.flatnonzero(runs == r)) for r in np.unique(runs)]
 
 
-def _engine_outputs(name, est, X, A, y, folds):
+def _engine_outputs(name, est, X, A, y, folds, source=None):
     classes, codes = np.unique(y, return_inverse=True)
     out = {}
 
@@ -54,6 +55,7 @@ def _engine_outputs(name, est, X, A, y, folds):
         out.setdefault("dec", np.empty((A.shape[0], pred.shape[1])))[idx] = dec
 
     ctx = EngineContext(est, X, A, codes[None], folds, len(classes), True, 1, consume)
+    ctx.source = source
     run_engine(name, ctx)
     return classes, out["pred"], out["dec"]
 
@@ -277,6 +279,63 @@ def test_chunks_merge_bit_for_bit_with_permutations(est):
     merged = merge_results(parts)
     for name in ("scores", "fold_scores", "null_scores", "pvalues", "sphere_sizes"):
         np.testing.assert_array_equal(getattr(merged, name), getattr(full, name))
+
+
+@pytest.mark.parametrize("est", ["gnb", "lda", "ridge", "correlation", "svc", "logistic"])
+def test_scattered_centres_equal_the_whole_run_bit_for_bit(est):
+    """Engines see only the voxels the requested spheres touch; answers do not change."""
+    X, y, runs, mask = _data(seed=8, shape=(6, 5, 5))
+    rng = np.random.default_rng(8)
+    X = X * 10.0 ** rng.uniform(-0.5, 0.5, X.shape[1]) + 50.0  # voxel variances differ
+    A = sphere_adjacency(mask, AFFINE, 4.0)
+    kw = dict(groups=runs, return_fold_scores=True, n_permutations=2, random_state=3)
+    full = search_light(X, y, est, A, **kw)
+    some = np.sort(rng.choice(A.shape[0], 9, replace=False))
+    part = search_light(X, y, est, A, centres=some, **kw)
+    assert len(np.unique(A[some].indices)) < X.shape[1]  # the run was restricted
+    np.testing.assert_array_equal(part.fold_scores, full.fold_scores[:, some])
+    np.testing.assert_array_equal(part.null_scores, full.null_scores[:, some])
+    # decision values, bit for bit: the engine on the touched voxels only
+    est_ = resolve_estimator(est)
+    _, _, dec = _engine_outputs(select_engine(est_), est_, X, A, y, _folds(runs))
+    cols, X_used, A_used = restrict_columns(A[some], X)
+    _, _, dec_part = _engine_outputs(
+        select_engine(est_), est_, X_used, A_used, y, _folds(runs), source=X
+    )
+    np.testing.assert_array_equal(dec_part, dec[some])
+
+
+@pytest.mark.parametrize(
+    "name, est",
+    [
+        ("lda", LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")),
+        ("lda", LinearDiscriminantAnalysis(solver="lsqr", shrinkage=0.2)),
+        ("ridge", RidgeClassifier()),
+        ("gnb", GaussianNB()),
+    ],
+)
+def test_folds_training_on_a_minority_match_sklearn(name, est):
+    """Folds whose training set is the smaller part (statistics formed directly rather
+    than downdated from all samples)."""
+    X, y, runs, mask = _data(seed=9, n_runs=4, per_class=5)
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    folds = [(np.flatnonzero(runs == r), np.flatnonzero(runs != r)) for r in range(3)]
+    classes, pred, dec = _engine_outputs(name, est, X, A, y, folds)
+    ref_pred, ref_dec = _sklearn_outputs(est, X, A, y, folds, proba=name == "gnb")
+    assert np.array_equal(classes[pred], ref_pred)
+    scale = np.abs(ref_dec).max(axis=1, keepdims=True)
+    assert np.all(np.abs(dec - ref_dec) <= 1e-9 * scale + 1e-12)
+
+
+def test_correlation_blocks_of_centres_equal_one_block(monkeypatch):
+    import mvpa_flows.core.searchlight.engines.correlation as corr
+
+    X, y, runs, mask = _data(seed=10)
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    one = search_light(X, y, "correlation", A, groups=runs, return_fold_scores=True)
+    monkeypatch.setattr(corr, "_BUDGET", 8 * 2 * len(y) * 7)  # blocks of 7 centres
+    blocks = search_light(X, y, "correlation", A, groups=runs, return_fold_scores=True)
+    np.testing.assert_array_equal(blocks.fold_scores, one.fold_scores)
 
 
 def test_permutations_within_runs_and_pvalues():

@@ -24,6 +24,7 @@ from .._parallel import resolve_n_jobs
 from .._validation import check_finite_array, check_integer, check_labels
 from .cv import describe_cv, encode_labels, make_folds, permuted_labels, resolve_cv
 from .engines import EngineContext, run_engine
+from .engines._context import restrict_columns
 from .estimators import resolve_estimator, select_engine
 from .scoring import chance_level, check_scoring, fold_scores
 
@@ -235,6 +236,21 @@ def check_decoding(
                          n_jobs)  # fmt: skip
 
 
+def _check_finite(X_used, cols):
+    """No NaN or infinite value in the voxels the spheres use (columns named as in ``X``)."""
+    fix = "Clean the data or drop those voxels from the mask."
+    if cols is None:
+        check_finite_array(X_used, "X", fix=fix)
+        return
+    bad = ~np.isfinite(X_used)
+    if bad.any():
+        where = cols[np.flatnonzero(bad.any(axis=0))]
+        raise ValueError(
+            f"Parameter 'X' contains {int(bad.sum())} NaN or infinite value(s) in "
+            f"{len(where)} column(s) (first: {where[:5].tolist()}). {fix}"
+        )
+
+
 def search_light(
     X,
     y,
@@ -335,8 +351,10 @@ def search_light(
             f"{int(centres[np.argmax(sizes == 0)])} of 'A'). Check 'process_mask' "
             "against 'mask'."
         )
-    X = np.ascontiguousarray(X, dtype=np.float64)  # engines gather rows and columns
-    check_finite_array(X, "X", fix="Clean the data or drop those voxels from the mask.")
+    # engines see only the voxels the requested spheres touch, so the cost of a run follows
+    # its centres, not the mask (per-voxel work included)
+    cols, X_used, A_used = restrict_columns(A_sub, X, keep=0.7)
+    _check_finite(X_used, cols)
 
     folds, y_codes, n_classes = setup.folds, setup.y_codes, len(setup.classes)
     engine_name = select_engine(setup.estimator, n_classes)
@@ -357,8 +375,8 @@ def search_light(
 
     ctx = EngineContext(
         estimator=setup.estimator,
-        X=X,
-        A=A_sub,
+        X=X_used,
+        A=A_used,
         labels=labels,
         folds=folds,
         n_classes=n_classes,
@@ -366,6 +384,7 @@ def search_light(
         n_jobs=setup.n_jobs,
         consume=consume,
         progress=_Progress(len(centres) * len(labels), progress, verbose),
+        source=None if cols is None else X,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)

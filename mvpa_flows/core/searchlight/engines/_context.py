@@ -44,6 +44,9 @@ class EngineContext:
         ``consume(set_index, sphere_indices, pred, dec)`` receives results.
     progress : callable
         ``progress(n)`` is told that ``n`` spheres x label sets are done.
+    source : ndarray of shape (n_samples, n_all_voxels) or None
+        The caller's samples over every voxel, when ``X`` holds only the voxels the spheres
+        touch (for statistics over whole patterns, such as :attr:`pattern_mean`).
     """
 
     estimator: object
@@ -56,6 +59,7 @@ class EngineContext:
     n_jobs: int = 1
     consume: Callable = _ignore
     progress: Callable = _ignore
+    source: np.ndarray | None = None
 
     @property
     def n_samples(self):
@@ -68,6 +72,12 @@ class EngineContext:
     @property
     def n_sets(self):
         return len(self.labels)
+
+    @cached_property
+    def pattern_mean(self):
+        """Mean of every sample over all the caller's voxels (n_samples,), float64."""
+        src = self.X if self.source is None else self.source
+        return np.mean(src, axis=1, dtype=np.float64)
 
     @cached_property
     def test_offsets(self):
@@ -93,6 +103,28 @@ class EngineContext:
 # --------------------------------------------------------------------------- #
 # helpers shared by engines
 # --------------------------------------------------------------------------- #
+def restrict_columns(A, X, keep=1.0):
+    """The columns of ``X`` that rows of CSR ``A`` use, and ``A`` re-indexed to them.
+
+    Returns (cols, X[:, cols] as C-contiguous float64, A over those columns). When the used
+    columns exceed ``keep`` times all columns, nothing is removed (copying nearly every
+    column costs more than it saves): ``cols`` is None and ``X`` is only made float64
+    C-contiguous. Column order is kept, so every row's entries keep their order, and an
+    engine's answers are the same either way.
+    """
+    used = np.zeros(A.shape[1], dtype=bool)
+    used[A.indices] = True
+    if used.sum() >= keep * A.shape[1]:
+        return None, np.ascontiguousarray(X, dtype=np.float64), A
+    cols = np.flatnonzero(used)
+    remap = np.cumsum(used, dtype=np.int64) - 1
+    A_used = sparse.csr_matrix(
+        (A.data, remap[A.indices].astype(A.indices.dtype), A.indptr), shape=(A.shape[0], len(cols))
+    )
+    A_used.has_sorted_indices = A.has_sorted_indices
+    return cols, np.ascontiguousarray(X[:, cols], dtype=np.float64), A_used
+
+
 def spmm(A, Q, n_jobs):
     """``A @ Q`` with the rows split over threads (scipy.sparse releases the GIL)."""
     if n_jobs <= 1 or A.shape[0] < 2000:
@@ -151,11 +183,15 @@ def sum_atoms(stats, train_atoms, n_atoms, total=None):
 
 
 def solve(M, R):
-    """Batched ``M^-1 R``; least squares for the (rare) singular systems."""
+    """Batched ``M^-1 R``; least squares for the (rare) singular systems, decided system by
+    system (so a system's answer never depends on the others of its batch)."""
     try:
         return np.linalg.solve(M, R)
     except np.linalg.LinAlgError:
         out = np.empty(M.shape[:2] + R.shape[2:])
         for i in range(len(M)):
-            out[i] = np.linalg.lstsq(M[i], R[i], rcond=None)[0]
+            try:
+                out[i] = np.linalg.solve(M[i : i + 1], R[i : i + 1])[0]
+            except np.linalg.LinAlgError:
+                out[i] = np.linalg.lstsq(M[i], R[i], rcond=None)[0]
         return out

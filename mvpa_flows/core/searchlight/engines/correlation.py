@@ -9,38 +9,66 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._context import spmm
+from ._context import BUDGET as _BUDGET
+from ._context import restrict_columns, spmm
 
 
 def run(ctx):
-    """Correlation with the class centroids of every fold, in every sphere."""
-    X, A, K = ctx.X, ctx.A.astype(np.float64), ctx.n_classes
-    n_sph = ctx.n_spheres
+    """Correlation with the class centroids of every fold, in every sphere.
+
+    Centres are processed in blocks (bounded memory on any mask); each block works on the
+    voxels its spheres touch.
+    """
+    K, offs = ctx.n_classes, ctx.test_offsets
+    n = ctx.n_samples
+    pm = ctx.pattern_mean  # Pearson r is blind to a per-pattern shift; it keeps sums exact
+    step = max(1, int(_BUDGET // (8 * 2 * n)))
+    for b0 in range(0, ctx.n_spheres, step):
+        rows = np.arange(b0, min(ctx.n_spheres, b0 + step))
+        _, Xb, Ab = restrict_columns(ctx.A[rows], ctx.X, keep=0.7)
+        _block(ctx, rows, Xb - pm[:, None], Ab.astype(np.float64), K, offs)
+
+
+def _block(ctx, rows, Xs, A, K, offs):
+    n_sph, V = A.shape
+    n = len(Xs)
     k = np.diff(A.indptr).astype(float)[:, None]
-    Xs = X - X.mean(axis=1, keepdims=True)  # Pearson r is blind to a per-pattern shift
     S = spmm(A, np.concatenate([Xs.T, (Xs**2).T], axis=1), ctx.n_jobs)
-    Sx, Sxx = S[:, : len(X)], S[:, len(X) :]
+    Sx, Sxx = S[:, :n], S[:, n:]
+    del S
     vx = Sxx - Sx**2 / k
     vx[vx <= 1e-13 * Sxx] = 0.0
-    offs = ctx.test_offsets
+    XteT = [np.ascontiguousarray(Xs[te].T) for _, te in ctx.folds]  # shared by label sets
     for s, y in enumerate(ctx.labels):
-        r_all = np.empty((n_sph, offs[-1], K))
+        pred = np.empty((n_sph, offs[-1]), dtype=np.intp)
+        dec = np.empty((n_sph, offs[-1])) if ctx.need_dec else None
         for f, (tr, te) in enumerate(ctx.folds):
-            ytr = y[tr]
-            M = np.stack([Xs[tr][ytr == c].mean(axis=0) for c in range(K)])  # (K, V)
-            cols = [M.T, (M**2).T, (Xs[te][None] * M[:, None, :]).reshape(-1, X.shape[1]).T]
-            P = spmm(A, np.concatenate(cols, axis=1), ctx.n_jobs)
+            n_te = len(te)
+            # centroids: class means over the training samples (K, V)
+            W = np.zeros((K, n))
+            for c in range(K):
+                members = tr[y[tr] == c]
+                W[c, members] = 1.0 / len(members)
+            M = W @ Xs
+            # columns: sum m, sum m^2 and sum x m for every class and test sample
+            Q = np.empty((V, K * (2 + n_te)))
+            Q[:, :K] = M.T
+            Q[:, K : 2 * K] = (M * M).T
+            for c in range(K):
+                np.multiply(
+                    XteT[f], M[c][:, None], out=Q[:, 2 * K + c * n_te : 2 * K + (c + 1) * n_te]
+                )
+            P = spmm(A, Q, ctx.n_jobs)
             Sm, Smm = P[:, :K], P[:, K : 2 * K]
-            Sxm = P[:, 2 * K :].reshape(n_sph, K, len(te))
+            Sxm = P[:, 2 * K :].reshape(n_sph, K, n_te)
             vm = Smm - Sm**2 / k
             vm[vm <= 1e-13 * Smm] = 0.0
-            xs = Sx[:, te]
-            num = Sxm - xs[:, None, :] * Sm[:, :, None] / k[:, :, None]
+            num = Sxm - Sx[:, te][:, None, :] * Sm[:, :, None] / k[:, :, None]
             den = np.sqrt(vx[:, te][:, None, :] * vm[:, :, None])
             with np.errstate(invalid="ignore", divide="ignore"):
-                r = np.where(den > 0, num / den, 0.0)
-            r_all[:, offs[f] : offs[f + 1], :] = r.transpose(0, 2, 1)
-        pred = np.argmax(r_all, axis=-1)
-        dec = r_all[..., 1] - r_all[..., 0] if ctx.need_dec else None
-        ctx.consume(s, slice(None), pred, dec)
+                r = np.where(den > 0, num / den, 0.0)  # (n_sph, K, n_te)
+            pred[:, offs[f] : offs[f + 1]] = np.argmax(r, axis=1)
+            if dec is not None:
+                dec[:, offs[f] : offs[f + 1]] = r[:, 1] - r[:, 0]
+        ctx.consume(s, rows, pred, dec)
         ctx.progress(n_sph)

@@ -22,6 +22,7 @@ from ..._parallel import thread_map
 from ._context import BUDGET, row_max
 
 _GNB_E_MAX = 1e-7
+_TINY_VAR = 1e-290
 _VCHUNK = 4096
 
 
@@ -53,17 +54,23 @@ def _gnb_exact(X, mu, tr, te, ytr, K, vs, A, rows):
     return out
 
 
-def _gnb_fold(X, mu, XteT, A, tr, te, ytr, s1, s2, cnt, ef, K, vs, need_dec, pred_out, dec_out):
+def _gnb_fold(
+    X, mu, XteT, A, tr, te, ytr, s1, s2, cnt, ef, vtot, K, vs, need_dec, pred_out, dec_out
+):
     """Predictions (and P(class 1)) of every sphere for one fold and label set.
 
-    s1, s2: (V, K) class sums of centred values and squares over the training set.
+    s1, s2: (V, K) class sums of centred values and squares over the training set;
+    vtot: (V,) variance of every voxel over the training set.
     """
     V, n_te = XteT.shape
     th = s1 / cnt
     var = s2 / cnt - th * th
     np.maximum(var, 0.0, out=var)
-    gv = max(float(var.max()), np.finfo(float).tiny)
-    badvox = ~(var > 1e-30 * gv).all(axis=1)
+    # a common scale for the sums: a power of two, so scaling is exact and the answers do
+    # not depend on which voxels set it (any subset of centres gives identical results)
+    gv = 2.0 ** np.floor(np.log2(max(float(var.max()), np.finfo(float).tiny)))
+    # degenerate voxels (a class variance of zero, or negligible against the voxel's own)
+    badvox = ~((var > 1e-30 * vtot[:, None]) & (var > _TINY_VAR)).all(axis=1)
     safe = np.where(badvox[:, None], 1.0, var)
     inv = gv / safe
     inv[badvox] = 0.0
@@ -165,10 +172,11 @@ def run(ctx):
 
     # label-independent: sklearn's epsilon_ (variance over each training set) per sphere
     T1, T2 = sums(_onehot(atom, n_atoms))
-    eps = []
+    eps, vtot = [], []
     for (tr, _), ta in zip(folds, train_atoms, strict=True):
         m = T1[:, ta].sum(axis=1) / len(tr)
-        eps.append(vs * row_max(A, np.maximum(T2[:, ta].sum(axis=1) / len(tr) - m * m, 0.0)))
+        vtot.append(np.maximum(T2[:, ta].sum(axis=1) / len(tr) - m * m, 0.0))
+        eps.append(vs * row_max(A, vtot[-1]))
     del T1, T2
     pred = np.empty((n_sph, offs[-1]), dtype=np.int8 if K < 128 else np.intp)
     dec = np.empty((n_sph, offs[-1])) if need_dec else None
@@ -205,7 +213,23 @@ def run(ctx):
                 po = np.empty((n_sph, len(te)), dtype=pred.dtype)
                 do = np.empty((n_sph, len(te))) if need_dec else None
                 _gnb_fold(
-                    X, mu, XteT[f], Af, tr, te, y[tr], s1, s2, cnt, eps[f], K, vs, need_dec, po, do
+                    X,
+                    mu,
+                    XteT[f],
+                    Af,
+                    tr,
+                    te,
+                    y[tr],
+                    s1,
+                    s2,
+                    cnt,
+                    eps[f],
+                    vtot[f],
+                    K,
+                    vs,
+                    need_dec,
+                    po,
+                    do,
                 )
                 pred[:, sl] = po
                 if need_dec:

@@ -163,6 +163,16 @@ def size_batches(A, bytes_per_sphere, budget=BUDGET):
     return out
 
 
+def sample_rows(Xg, rows):
+    """``Xg[:, rows]`` of a batch (B, n, k), C-contiguous.
+
+    Indexing the middle axis returns a layout that depends on the batch size, and matrix
+    products on differently strided operands may sum in a different order; a contiguous
+    copy keeps every sphere's arithmetic independent of its batch.
+    """
+    return np.ascontiguousarray(Xg[:, rows])
+
+
 def gather(X, cols):
     """(n_spheres, n_samples, k) block of ``X`` for the spheres' columns."""
     return np.ascontiguousarray(X[:, cols].transpose(1, 0, 2))

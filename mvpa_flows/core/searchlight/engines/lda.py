@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..._parallel import thread_imap
-from ._context import gather, size_batches, solve
+from ._context import gather, sample_rows, size_batches, solve
 
 
 def _weighted_sq_norm(A, AA, b, sigma, w):
@@ -152,7 +152,7 @@ def run(ctx):
         diag = np.arange(k)
         out = []
         for y in labels:
-            base = [scatter(Xg[:, y == c]) for c in range(K)]
+            base = [scatter(sample_rows(Xg, y == c)) for c in range(K)]
             base_sq = [S2 * S2 for _, S2 in base] if auto else [None] * K
             U2 = None
             if auto:
@@ -164,10 +164,10 @@ def run(ctx):
                     A = [S2 for _, S2 in base]
                     AA = base_sq
                     s1 = [S1 for S1, _ in base]
-                    Xo = [Xg[:, outside[f][y[outside[f]] == c]] for c in range(K)]
+                    Xo = [sample_rows(Xg, outside[f][y[outside[f]] == c]) for c in range(K)]
                     n_c = [int(np.sum(y == c)) for c in range(K)]
                 else:
-                    fold = [scatter(Xg[:, tr[y[tr] == c]]) for c in range(K)]
+                    fold = [scatter(sample_rows(Xg, tr[y[tr] == c])) for c in range(K)]
                     A = [S2 for _, S2 in fold]
                     AA = [S2 * S2 for S2 in A] if auto else [None] * K
                     s1 = [S1 for S1, _ in fold]
@@ -179,7 +179,7 @@ def run(ctx):
                 )
                 coef, icpt = _lda_coef(cov, means, priors)
                 dec_all[:, offs[f] : offs[f + 1]] = (
-                    np.matmul(Xg[:, te], coef.transpose(0, 2, 1)) + icpt[:, None, :]
+                    np.matmul(sample_rows(Xg, te), coef.transpose(0, 2, 1)) + icpt[:, None, :]
                 )
             pred = np.argmax(dec_all, axis=-1)
             dec = dec_all[..., 1] - dec_all[..., 0] if need_dec else None

@@ -47,7 +47,7 @@ import numpy as np
 from scipy.special import expit
 
 from ..._parallel import thread_imap
-from ._context import gather, size_batches
+from ._context import gather, sample_rows, size_batches
 
 TOL = 1e-10
 MAX_ITER = 100
@@ -339,7 +339,7 @@ class _LogisticDirection:
         if it == 0:
             for f in np.unique(self.fold_of):
                 cols = np.flatnonzero(self.fold_of == f)
-                Zo = self.Z[self.spheres][:, self.V[cols[0]] == 0]
+                Zo = sample_rows(self.Z[self.spheres], self.V[cols[0]] == 0)
                 H = self.Gram[self.spheres] - np.matmul(Zo.transpose(0, 2, 1), Zo)
                 H *= 0.25 * self.C
                 H[:, diag, diag] += self.pen + 1e-300

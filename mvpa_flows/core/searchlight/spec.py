@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import resolve_estimator
+from .estimators import resolve_estimator
 
 __all__ = ["estimator_from_spec", "estimator_label"]
 

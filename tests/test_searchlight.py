@@ -174,6 +174,30 @@ def test_newton_engines_reach_the_solver_optimum(name, est, tight):
     assert np.all(np.abs(dec[differ]) < 1e-2)
 
 
+@pytest.mark.parametrize("minority, chord_rate", [(False, None), (True, None), (False, 0.0)])
+def test_logistic_folds_reach_the_optimum_from_the_all_samples_one(
+    minority, chord_rate, monkeypatch
+):
+    """Logistic folds start at the all-samples optimum with chord directions (Woodbury
+    form; per-fold inverses when a fold leaves out more rows than the features), and switch
+    to exact Newton when slow (forced by a zero rate): the tight solver's optimum."""
+    from mvpa_flows.core.searchlight.engines import newton
+
+    if chord_rate is not None:
+        monkeypatch.setattr(newton, "_CHORD_RATE", chord_rate)
+    X, y, runs, mask = _data(seed=4, shape=(5, 4, 4))
+    A = sphere_adjacency(mask, AFFINE, 6.0)
+    folds = _folds(runs)
+    if minority:
+        folds = [(te, tr) for tr, te in folds[:2]]
+    est = LogisticRegression()
+    classes, pred, dec = _engine_outputs("logistic", est, X, A, y, folds)
+    tight = LogisticRegression(solver="newton-cholesky", tol=1e-12, max_iter=1000)
+    ref_pred, ref_dec = _sklearn_outputs(tight, X, A, y, folds)
+    np.testing.assert_allclose(dec, ref_dec, rtol=1e-6, atol=1e-6)
+    assert np.array_equal(classes[pred], ref_pred)
+
+
 def test_multiclass_svc_goes_generic_and_matches():
     X, y, runs, mask = _data(n_classes=3, per_class=3, shape=(4, 4, 3))
     A = sphere_adjacency(mask, AFFINE, 4.0)

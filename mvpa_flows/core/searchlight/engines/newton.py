@@ -32,9 +32,13 @@ Directions
     sphere. Spheres whose Hessian is too ill-conditioned for the identity (very uncentred
     data), and problems whose line search fails far from the optimum, use the direct
     Hessian, so the iterates stay Newton iterates.
-    *Logistic*: the Hessian ``C Z^T D Z`` (D = p(1-p)) changes at every iteration, so it is
-    formed and solved (in float32 far from the optimum, where only the direction is
-    approximate); the first iteration (D = 1/4 at zero) downdates the shared Gram.
+    *Logistic*: the Hessian ``C Z^T D Z`` (D = p(1-p)) changes at every iteration. Each
+    label set's all-samples problem is solved first with exact Hessians (formed in float32
+    far from the optimum, where only the direction is approximate; the first one, at
+    D = 1/4, is the shared Gram). Its folds then start at that optimum and iterate with the
+    fold's Hessian *there* (the all-samples Hessian downdated by the left-out rows, kept in
+    Woodbury form): chord steps costing matrix-vector products, not a Hessian each
+    (:class:`_LogisticChord`), with exact Newton for any problem where they slow down.
 
 Every problem's arithmetic depends only on its own data and state (array shapes included),
 never on the other problems of its batch, so any subset of centres gives bit-identical
@@ -62,6 +66,8 @@ _MAX_COND = 1e8
 _F32_UNTIL = 1e-3
 #: problems (folds x label sets) solved together per sphere
 _MAX_COLUMNS = 96
+#: a logistic fold leaves chord iterations when its gradient falls by less than this
+_CHORD_RATE = 0.8
 
 
 def _matvec(M, v):
@@ -130,7 +136,7 @@ class Logistic:
         return -expit(-m)
 
 
-def newton(Z, Y, V, loss, direction, tol=TOL, max_iter=MAX_ITER, steps=_TS):
+def newton(Z, Y, V, loss, direction, W0=None, tol=TOL, max_iter=MAX_ITER, steps=_TS):
     """Minimise ``0.5 w.pen.w + C sum_i V_qi loss(Y_qi z_i.w)`` for spheres x columns.
 
     Parameters
@@ -152,6 +158,9 @@ def newton(Z, Y, V, loss, direction, tol=TOL, max_iter=MAX_ITER, steps=_TS):
         ``rel`` (Bl, Q). With a method ``fallback(b, q)``
         (returning which of those problems switched to a safer direction), problems whose
         line search fails far from the optimum retry.
+    W0 : ndarray of shape (B, Q, d), optional
+        Starting points (default: zero). The stopping rule is relative to the gradient at
+        zero whatever the start, so a start changes the path, never the answer.
     tol : float
         Stop a problem when ``||grad|| <= tol * ||grad at 0||``.
     max_iter : int
@@ -161,15 +170,18 @@ def newton(Z, Y, V, loss, direction, tol=TOL, max_iter=MAX_ITER, steps=_TS):
     Returns
     -------
     W : ndarray of shape (B, Q, d)
-        Solutions, starting from zero.
+        Solutions.
     ZW : ndarray of shape (B, Q, n)
         Their decision values on every sample.
     """
     B, n, d = Z.shape
     Q = len(Y)
     C, pen = loss.C, loss.pen
-    W = np.zeros((B, Q, d))
-    ZW = np.zeros((B, Q, n))
+    if W0 is None:
+        W, ZW = np.zeros((B, Q, d)), np.zeros((B, Q, n))
+    else:
+        W = np.array(W0, dtype=np.float64)
+        ZW = np.matmul(W, Z.transpose(0, 2, 1))
     VY = V * Y
     g0 = np.linalg.norm(C * np.matmul(VY * loss.slope(np.zeros(n)), Z), axis=2)
     fallback = getattr(direction, "fallback", None)
@@ -359,6 +371,118 @@ class _LogisticDirection:
         return P
 
 
+class _LogisticChord:
+    """Chord directions of the folds, started at the all-samples optimum ``w*``.
+
+    A fold leaves out a few samples, so its optimum is close to ``w*`` and its Hessian
+    close to the all-samples Hessian at ``w*`` minus the left-out rows ``U``:
+    ``H_f = H* - U^T U`` with ``H* = pen + C Z^T D* Z`` and ``U = sqrt(C D*_out) Z_out``.
+    That matrix is kept for every iteration, in Woodbury form: ``H*^-1`` (one per sphere
+    and label set, applied to all its folds' gradients in one product) plus, per fold,
+    ``K = U H*^-1`` and ``S^-1 = (I - K U^T)^-1`` (systems the size of the left-out rows),
+    so an iteration costs a few matrix-vector products instead of forming and solving a
+    Hessian. When the left-out rows outnumber the features, every fold keeps its own
+    inverse instead. Convergence is linear with a small rate (the curvature changes little
+    between ``w*`` and the fold's optimum); a problem whose gradient stops falling fast
+    (ratio above ``_CHORD_RATE``), or whose line search fails, switches to exact Newton
+    directions (``direct``), so every problem reaches its optimum to the same tolerance.
+    """
+
+    def __init__(self, base, K, Sinv, direct):
+        self.base, self.K, self.Sinv, self.direct_dir = base, K, Sinv, direct
+        B, Q = K.shape[:2]
+        self.ids = np.arange(B)
+        self.direct = np.zeros((B, Q), dtype=bool)
+        self.prev = np.full((B, Q), np.inf)
+
+    def restrict(self, spheres):
+        if len(spheres) != len(self.ids):  # keep only the spheres still iterating
+            keep = np.searchsorted(self.ids, spheres)
+            self.base, self.K, self.Sinv = self.base[keep], self.K[keep], self.Sinv[keep]
+            self.ids = spheres
+        self.direct_dir.restrict(spheres)
+
+    def fallback(self, b, q):
+        new = ~self.direct[self.ids[b], q]
+        self.direct[self.ids[b], q] = True
+        return new
+
+    def __call__(self, it, live, M, G, rel):
+        sp = self.ids
+        slow = live & (rel > _CHORD_RATE * self.prev[sp])
+        self.direct[sp] = self.direct[sp] | slow
+        self.prev[sp] = np.where(live, rel, self.prev[sp])
+        Bl, Q, d = G.shape
+        nb = self.base.shape[1]
+        A = np.matmul(G.reshape(Bl, nb, Q // nb, d), self.base).reshape(Bl, Q, d)
+        if self.K.shape[2]:
+            q = _matvec(self.Sinv, _matvec(self.K, G))
+            Kf = self.K.reshape(Bl * Q, *self.K.shape[2:])
+            A += _rmatvec(Kf, q.reshape(Bl * Q, -1)).reshape(Bl, Q, d)
+        P = -A
+        exact = live & self.direct[sp]
+        if exact.any():
+            P[exact] = self.direct_dir(max(it, 1), exact, M, G, rel)[exact]
+        P[~live] = 0.0
+        return P
+
+
+def _fold_chords(Z, Ys, ZWs, V, F, C, pen):
+    """The chord Hessians of every column, in the Woodbury form of :class:`_LogisticChord`.
+
+    ``Ys``/``ZWs``: labels and all-samples decision values of the S label sets, (S, n) and
+    (B, S, n); column ``q`` is fold ``q % F`` of label set ``q // F``, and ``V[q] == 0``
+    marks its left-out rows. Returns (base, K, Sinv): ``base`` (B, S, d, d) with
+    ``K`` (B, Q, u, d) and ``Sinv`` (B, Q, u, u), the left-out rows padded to ``u`` with
+    zero rows (which change nothing); or ``base`` (B, Q, d, d) and empty corrections when
+    a fold leaves out as many rows as there are features.
+    """
+    B, n, d = Z.shape
+    Q = len(V)
+    diag = np.arange(d)
+    p = expit(-Ys[None] * ZWs)
+    Zd = Z[:, None] * np.sqrt(C * p * (1.0 - p))[..., None]  # (B, S, n, d)
+    H = np.matmul(Zd.transpose(0, 1, 3, 2), Zd)
+    H[..., diag, diag] += pen
+    out = [np.flatnonzero(V[f] == 0) for f in range(F)]
+    u = max(len(o) for o in out)
+    if u >= d:
+        base = np.empty((B, Q, d, d))
+        for q in range(Q):
+            U = np.ascontiguousarray(Zd[:, q // F][:, out[q % F]])
+            base[:, q] = np.linalg.inv(H[:, q // F] - np.matmul(U.transpose(0, 2, 1), U))
+        return base, np.zeros((B, Q, 0, d)), np.zeros((B, Q, 0, 0))
+    base = np.linalg.inv(H)
+    K = np.zeros((B, Q, u, d))
+    Sinv = np.empty((B, Q, u, u))
+    for q in range(Q):
+        s, o = q // F, out[q % F]
+        U = np.zeros((B, u, d))
+        U[:, : len(o)] = Zd[:, s][:, o]
+        K[:, q] = np.matmul(U, base[:, s])
+        Sm = -np.matmul(K[:, q], U.transpose(0, 2, 1))
+        Sm[:, np.arange(u), np.arange(u)] += 1.0
+        Sinv[:, q] = np.linalg.inv(Sm)
+    return base, K, Sinv
+
+
+def _solve_logistic(Z, Z32, Gram, Y, V, F, n_sets, loss):
+    """Logistic decision values of every column: each label set's all-samples problem
+    first (exact Newton), then its folds from that optimum by chord iterations."""
+    n = Z.shape[1]
+    Ys = Y[::F]
+    Vs = np.ones((n_sets, n))
+    zero = np.zeros(n_sets, dtype=np.intp)
+    full = _LogisticDirection(Z, Z32, Gram, Vs, zero, loss.C, loss.pen)
+    Ws, ZWs = newton(Z, Ys, Vs, loss, full)
+    fold_of = np.tile(np.arange(F), n_sets)
+    chord = _LogisticChord(
+        *_fold_chords(Z, Ys, ZWs, V, F, loss.C, loss.pen),
+        _LogisticDirection(Z, Z32, Gram, V, fold_of, loss.C, loss.pen),
+    )
+    return newton(Z, Y, V, loss, chord, W0=np.repeat(Ws, F, axis=1))[1]
+
+
 def _solve_batch(kind, Xg, bias, labels, folds, C, offs):
     """Decision values (n_sets, B, n_test_all) of one batch of spheres (Xg: (B, n, k))."""
     B, n, k = Xg.shape
@@ -384,11 +508,9 @@ def _solve_batch(kind, Xg, bias, labels, folds, C, offs):
                             for s in sets])  # fmt: skip
         V = np.tile(Vf, (len(sets), 1))
         if kind == "svc":
-            direction = _SvcDirection(fac, V)
+            _, ZW = newton(Z, Y, V, loss, _SvcDirection(fac, V))
         else:
-            fold_of = np.tile(np.arange(F), len(sets))
-            direction = _LogisticDirection(Z, Z32, Gram, V, fold_of, C, loss.pen)
-        _, ZW = newton(Z, Y, V, loss, direction)
+            ZW = _solve_logistic(Z, Z32, Gram, Y, V, F, len(sets), loss)
         for j, s in enumerate(sets):
             for f, (_, te) in enumerate(folds):
                 dec[s, :, offs[f] : offs[f + 1]] = ZW[:, j * F + f, te]
@@ -409,8 +531,10 @@ def _run(ctx, kind):
 
     def per_sphere(k):
         d = k + 1
-        # samples (gathered and with the intercept), R and F, the problems' states
-        return 8 * (3 * (n + 1) * d + 3 * d * d + 6 * Q * (n + d))
+        # samples (gathered and with the intercept), R and F, the problems' states, and
+        # for logistic the chord inverses of every problem
+        chord = 2 * Q * (n * d + d * d) // len(ctx.folds) + 2 * Q * 32 * d
+        return 8 * (3 * (n + 1) * d + 3 * d * d + 6 * Q * (n + d) + (kind == "logistic") * chord)
 
     def chunk(job):
         k, rows, cols = job

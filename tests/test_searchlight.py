@@ -351,6 +351,20 @@ def test_folds_training_on_a_minority_match_sklearn(name, est):
     assert np.all(np.abs(dec - ref_dec) <= 1e-9 * scale + 1e-12)
 
 
+def test_solve_spd_matches_solve_and_handles_singular_systems():
+    from mvpa_flows.core.searchlight.engines._context import solve, solve_spd
+
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((4, 30, 6))
+    S = np.matmul(M.transpose(0, 2, 1), M)
+    S[2] = np.outer(M[2, 0], M[2, 0])  # rank one: Cholesky fails, least squares answers
+    R = rng.standard_normal((4, 6, 2))
+    out = solve_spd(S, R)
+    for i in (0, 1, 3):
+        np.testing.assert_allclose(out[i], np.linalg.solve(S[i], R[i]), rtol=1e-10)
+    np.testing.assert_allclose(out[2], solve(S[2:3], R[2:3])[0], rtol=1e-10)
+
+
 def test_correlation_blocks_of_centres_equal_one_block(monkeypatch):
     import mvpa_flows.core.searchlight.engines.correlation as corr
 

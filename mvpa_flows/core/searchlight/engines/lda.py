@@ -6,9 +6,9 @@ every label set the class scatter matrices of a sphere are formed once over all 
 a fold's covariance and Ledoit-Wolf statistics then follow from them with low-rank
 corrections (the few samples outside the fold's training set, and the class means), so no
 per-fold scatter matrix is formed: per fold, one weighted sum of the class scatters, one
-small product and the solve. A shared eigendecomposition does not pay: the shrinkage
-target (each fold's class variances) changes with the fold, so every fold needs its own
-k x k solve, which costs less than one eigendecomposition.
+small product and the solve (Cholesky). A shared eigendecomposition does not pay: the
+shrinkage target (each fold's class variances) changes with the fold, so every fold needs
+its own k x k solve, which costs less than one eigendecomposition.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..._parallel import thread_imap
-from ._context import gather, sample_rows, size_batches, solve
+from ._context import gather, sample_rows, size_batches, solve_spd
 
 
 def _weighted_sq_norm(A, AA, b, sigma, w):
@@ -93,7 +93,7 @@ def _fold_system(A, AA, Xo, s1, dA, n_c, shrinkage, U2):
 
 def _lda_coef(cov, means, priors):
     """Coefficients (B, K, k) and intercepts (B, K) of scikit-learn's lsqr solver."""
-    coef = solve(cov, means.transpose(0, 2, 1)).transpose(0, 2, 1)
+    coef = solve_spd(cov, means.transpose(0, 2, 1)).transpose(0, 2, 1)
     intercept = -0.5 * np.sum(means * coef, axis=2) + np.log(priors)[None, :]
     return coef, intercept
 

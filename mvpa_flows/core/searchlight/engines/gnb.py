@@ -16,6 +16,7 @@ sparse products act on class-1 minus class-0 columns (the decision needs only th
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 from scipy.special import expit, logsumexp
 
 from ..._parallel import thread_map
@@ -151,13 +152,12 @@ def run(ctx):
     est, X, A, labels, folds = ctx.estimator, ctx.X, ctx.A, ctx.labels, ctx.folds
     n_classes, need_dec, n_jobs = ctx.n_classes, ctx.need_dec, ctx.n_jobs
     vs = float(est.var_smoothing)
-    Af = A.astype(np.float64)
+    Af = sparse.csr_matrix((A.data.astype(np.float64), A.indices, A.indptr), shape=A.shape)
     n_sph, K, V = A.shape[0], n_classes, X.shape[1]
     n = len(X)
     mu = X.mean(axis=0)  # GaussianNB is shift-invariant; centring keeps the sums exact
     atom, n_atoms, train_atoms, test_atoms = ctx.atoms
     offs = ctx.test_offsets
-    XteT = [np.ascontiguousarray((X[te] - mu).T) for _, te in folds]
     chunks = [slice(v, min(V, v + _VCHUNK)) for v in range(0, V, _VCHUNK)]
 
     def sums(Oh):
@@ -215,7 +215,7 @@ def run(ctx):
                 _gnb_fold(
                     X,
                     mu,
-                    XteT[f],
+                    np.ascontiguousarray((X[te] - mu).T),  # per fold: V x n_te, not V x n
                     Af,
                     tr,
                     te,

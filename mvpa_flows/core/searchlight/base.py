@@ -342,8 +342,11 @@ def search_light(
                 f"Parameter 'centres' must index rows of 'A' (0..{A.shape[0] - 1}); got "
                 f"values in [{centres.min()}, {centres.max()}]."
             )
-    A_sub = A[centres]
-    A_sub.sort_indices()
+    if A.has_sorted_indices and np.array_equal(centres, np.arange(A.shape[0])):
+        A_sub = A  # every sphere, in order: no copy of the adjacency
+    else:
+        A_sub = A[centres]
+        A_sub.sort_indices()
     sizes = np.diff(A_sub.indptr)
     if len(sizes) and sizes.min() == 0:
         raise ValueError(

@@ -199,9 +199,11 @@ def sphere_adjacency(mask, affine, radius, process_mask=None):
         present = table >= 0
         counts[rows] = present.sum(axis=1)
         parts.append(table[present])
-    indptr = np.zeros(n_centres + 1, dtype=np.int64)
+    # 32-bit indices whenever they fit (scipy would widen the indices to the indptr's type)
+    index_type = np.int32 if counts.sum() < np.iinfo(np.int32).max else np.int64
+    indptr = np.zeros(n_centres + 1, dtype=index_type)
     np.cumsum(counts, out=indptr[1:])
-    indices = np.concatenate(parts)
+    indices = np.concatenate(parts).astype(index_type, copy=False)
     A = sparse.csr_matrix(
         (np.ones(len(indices), dtype=bool), indices, indptr),
         shape=(n_centres, n_mask),

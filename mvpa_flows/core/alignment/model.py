@@ -246,26 +246,33 @@ class AlignmentModel:
         return SRMMap(1.0, mean, np.zeros(self.n_components), dense=W, params={"method": "srm"})
 
     # -- files ---------------------------------------------------------------------
+    def _write_header(self, f, file_format, format_version, compression):
+        """What every model file holds: format, sizes, parameters, template, subjects."""
+        import h5py
+
+        from mvpa_flows import __version__
+
+        f.attrs["format"] = file_format
+        f.attrs["format_version"] = format_version
+        f.attrs["method"] = self.method
+        f.attrs["n_subjects"] = self.n_subjects
+        f.attrs["n_samples"] = self.n_samples
+        f.attrs["n_components"] = self.n_components
+        f.attrs["params"] = _json(self.params)
+        f.attrs["info"] = _json(self.info)
+        f.attrs["metadata"] = _json(self.metadata)
+        f.attrs["mvpa_flows_version"] = __version__
+        f.create_dataset("template", data=self.template, compression=compression)
+        f.create_dataset("subjects", data=np.array(self.subjects, dtype=h5py.string_dtype()))
+
     def save(self, path, compression="gzip"):
         """Write the model to ``path`` (HDF5, layout in the module docstring), atomically."""
         import h5py
 
-        from mvpa_flows import __version__
         from mvpa_flows.core.io import atomic_path
 
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            f.attrs["format"] = MODEL_FORMAT
-            f.attrs["format_version"] = MODEL_FORMAT_VERSION
-            f.attrs["method"] = self.method
-            f.attrs["n_subjects"] = self.n_subjects
-            f.attrs["n_samples"] = self.n_samples
-            f.attrs["n_components"] = self.n_components
-            f.attrs["params"] = _json(self.params)
-            f.attrs["info"] = _json(self.info)
-            f.attrs["metadata"] = _json(self.metadata)
-            f.attrs["mvpa_flows_version"] = __version__
-            f.create_dataset("template", data=self.template, compression=compression)
-            f.create_dataset("subjects", data=np.array(self.subjects, dtype=h5py.string_dtype()))
+            self._write_header(f, MODEL_FORMAT, MODEL_FORMAT_VERSION, compression)
             group = f.create_group("maps")
             for i, m in enumerate(self.maps):
                 g = group.create_group(str(i))

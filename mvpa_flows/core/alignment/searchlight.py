@@ -1496,23 +1496,11 @@ class SearchlightModel(AlignmentModel):
         :func:`mvpa_flows.core.alignment.model.load_model` reads it back."""
         import h5py
 
-        from mvpa_flows import __version__
         from mvpa_flows.core.alignment.model import _json
         from mvpa_flows.core.io import atomic_path
 
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT_MODEL
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["method"] = self.method
-            f.attrs["n_subjects"] = self.n_subjects
-            f.attrs["n_samples"] = self.n_samples
-            f.attrs["n_components"] = self.n_components
-            f.attrs["params"] = _json(self.params)
-            f.attrs["info"] = _json(self.info)
-            f.attrs["metadata"] = _json(self.metadata)
-            f.attrs["mvpa_flows_version"] = __version__
-            f.create_dataset("template", data=self.template, compression=compression)
-            f.create_dataset("subjects", data=np.array(self.subjects, dtype=h5py.string_dtype()))
+            self._write_header(f, FORMAT_MODEL, FORMAT_VERSION, compression)
             f.create_dataset("mask", data=self.mask.astype(np.uint8), compression=compression)
             f.create_dataset("affine", data=self.affine)
             f.create_dataset("centres", data=self.centres)

@@ -22,13 +22,13 @@ from mvpa_flows.core.data.betas import (
     STANDARDIZE_CHOICES,
     _betaseries_metadata,
     _masked_voxels,
-    _read_confounds,
     _RunPlan,
     check_design_options,
     check_trial_counts,
     repetition_time,
 )
 from mvpa_flows.core.data.cleaning import analysis_mask
+from mvpa_flows.core.data.confounds import run_confound_columns
 from mvpa_flows.core.data.samples import read_events
 from mvpa_flows.core.errors import InputValidationError
 
@@ -283,7 +283,7 @@ def check_beta_inputs(
     for img, name, events, tr, conf, ev_name in zip(
         bold_imgs, bold_names, trials, trs, confounds_files, event_names, strict=True
     ):
-        values, names = _read_confounds(conf, confounds, img.shape[3], name)
+        values, names = run_confound_columns(conf, confounds, img.shape[3], name)
         plans.append(_RunPlan(events, img.shape[3], tr, values, names, opts, ev_name))
     return {
         "runs": runs,

@@ -32,7 +32,7 @@ import pandas as pd
 
 from mvpa_flows.core._validation import check_integer, check_number, check_option
 from mvpa_flows.core.data.cleaning import check_same_grid
-from mvpa_flows.core.data.confounds import select_confounds
+from mvpa_flows.core.data.confounds import run_confound_columns
 from mvpa_flows.core.data.samples import read_events
 from mvpa_flows.core.errors import InputValidationError
 
@@ -795,19 +795,6 @@ def _betas_to_img(betas, mask, reference):
 # ----------------------------------------------------------------------------- files
 
 
-def _read_confounds(confounds_file, confounds, n_volumes, source):
-    frame = pd.read_csv(confounds_file, sep="\t", na_values=["n/a"]) if confounds_file else None
-    values, names = select_confounds(
-        frame, confounds, source=Path(confounds_file).name if confounds_file else source
-    )
-    if values is not None and values.shape[0] != n_volumes:
-        raise InputValidationError(
-            f"{Path(confounds_file).name} has {values.shape[0]} rows but {source} has "
-            f"{n_volumes} volumes; use the confounds file of the same run."
-        )
-    return values, names
-
-
 def _betaseries_metadata(plan, conditions=None):
     """Sidecar content of a run's betaseries: every design option and what was used."""
     opts = plan.opts
@@ -924,7 +911,7 @@ def run_betaseries(
     events, events_name = read_events(events_file), Path(events_file).name
     if conditions is not None:
         check_trial_counts(events["trial_type"], conditions, min_trials_per_run, events_name)
-    values, names = _read_confounds(confounds_file, confounds, bold_img.shape[3], bold_name)
+    values, names = run_confound_columns(confounds_file, confounds, bold_img.shape[3], bold_name)
     plan = _RunPlan(events, bold_img.shape[3], tr, values, names, opts, events_name)
     mask = np.asanyarray(mask_img.dataobj) > 0
     betas = plan.betas_of_voxels(_masked_voxels(bold_img, mask, bold_name))

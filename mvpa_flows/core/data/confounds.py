@@ -109,6 +109,25 @@ def select_confounds(table: pd.DataFrame, names, source="confounds file"):
     return values, selected
 
 
+def run_confound_columns(confounds_file, names, n_volumes, source):
+    """One run's confound columns (names or patterns) from its fMRIPrep table.
+
+    Returns ``(values, names)`` as :func:`select_confounds` does (``values`` is None
+    without a file or without columns). The table must have one row per volume of the
+    run named ``source``.
+    """
+    frame = read_confounds(confounds_file) if confounds_file else None
+    values, names = select_confounds(
+        frame, names, source=Path(confounds_file).name if confounds_file else source
+    )
+    if values is not None and values.shape[0] != n_volumes:
+        raise InputValidationError(
+            f"{Path(confounds_file).name} has {values.shape[0]} rows but {source} has "
+            f"{n_volumes} volumes; use the confounds file of the same run."
+        )
+    return values, names
+
+
 def strategy_parameters(strategy) -> list:
     """Options accepted by a nilearn denoising strategy (besides the strategy name)."""
     from nilearn.interfaces.fmriprep.load_confounds_strategy import preset_strategies

@@ -21,8 +21,7 @@ from mvpa_flows.core.data.cleaning import (
 from mvpa_flows.core.data.confounds import (
     check_strategy,
     is_pattern,
-    read_confounds,
-    select_confounds,
+    run_confound_columns,
     strategy_confounds,
 )
 from mvpa_flows.core.data.samples import build_sample_table, read_events, run_keys
@@ -81,15 +80,7 @@ def run_confounds(
         return strategy_confounds(
             bold_file, confounds_strategy, confounds_strategy_options, n_volumes
         )
-    frame = read_confounds(confounds_file) if confounds_file else None
-    values, names = select_confounds(
-        frame, confounds, source=Path(confounds_file).name if confounds_file else name
-    )
-    if values is not None and values.shape[0] != n_volumes:
-        raise InputValidationError(
-            f"{Path(confounds_file).name} has {values.shape[0]} rows but {name} has "
-            f"{n_volumes} volumes; use the confounds file of the same run."
-        )
+    values, names = run_confound_columns(confounds_file, confounds, n_volumes, name)
     return values, names, None
 
 

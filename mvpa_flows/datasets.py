@@ -50,6 +50,24 @@ def _write_json(path, data):
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _write_bold_run(func, dfunc, derivative_stem, raw_stem, data, brain, affine, tr, task):
+    """One run's raw BOLD (int16) and its fMRIPrep-style preprocessed BOLD, sidecar and mask."""
+    img = nb.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["pixdim"][4] = tr
+    raw = nb.Nifti1Image(np.round(data).astype(np.int16), affine, img.header)
+    raw.set_data_dtype(np.int16)
+    raw.to_filename(func / f"{raw_stem}_bold.nii.gz")
+    img.to_filename(dfunc / f"{derivative_stem}_desc-preproc_bold.nii.gz")
+    _write_json(
+        dfunc / f"{derivative_stem}_desc-preproc_bold.json",
+        {"RepetitionTime": tr, "SkullStripped": False, "TaskName": task},
+    )
+    nb.Nifti1Image(brain.astype(np.uint8), affine).to_filename(
+        dfunc / f"{derivative_stem}_desc-brain_mask.nii.gz"
+    )
+
+
 def make_synthetic_dataset(
     root,
     n_subjects=3,
@@ -163,20 +181,7 @@ def make_synthetic_dataset(
             series[:, in_uni] += (design @ univariate)[:, None]
             data = np.zeros((*shape, n_vol), dtype=np.float32)
             data[brain] = (baseline[brain][:, None] * (1 + 0.01 * series.T)).astype(np.float32)
-            img = nb.Nifti1Image(data, affine)
-            img.header.set_xyzt_units("mm", "sec")
-            img.header["pixdim"][4] = tr
-            raw = nb.Nifti1Image(np.round(data).astype(np.int16), affine, img.header)
-            raw.set_data_dtype(np.int16)
-            raw.to_filename(func / f"{stem}_bold.nii.gz")
-            img.to_filename(dfunc / f"{stem}{space_ent}_desc-preproc_bold.nii.gz")
-            _write_json(
-                dfunc / f"{stem}{space_ent}_desc-preproc_bold.json",
-                {"RepetitionTime": tr, "SkullStripped": False, "TaskName": task},
-            )
-            nb.Nifti1Image(brain.astype(np.uint8), affine).to_filename(
-                dfunc / f"{stem}{space_ent}_desc-brain_mask.nii.gz"
-            )
+            _write_bold_run(func, dfunc, f"{stem}{space_ent}", stem, data, brain, affine, tr, task)
             confounds = pd.DataFrame(motion, columns=list(MOTION))
             confounds["global_signal"] = data[brain].mean(axis=0)
             confounds["framewise_displacement"] = np.r_[
@@ -886,20 +891,7 @@ def make_event_related_dataset(
             stem = f"sub-{subject}_task-{task}_run-{run}"
             data = np.zeros((*shape, n_volumes), dtype=np.float32)
             data[brain] = (baseline[:, None] * (1 + 0.01 * series.T)).astype(np.float32)
-            img = nb.Nifti1Image(data, affine)
-            img.header.set_xyzt_units("mm", "sec")
-            img.header["pixdim"][4] = tr
-            raw = nb.Nifti1Image(np.round(data).astype(np.int16), affine, img.header)
-            raw.set_data_dtype(np.int16)
-            raw.to_filename(func / f"{stem}_bold.nii.gz")
-            img.to_filename(dfunc / f"{stem}_desc-preproc_bold.nii.gz")
-            _write_json(
-                dfunc / f"{stem}_desc-preproc_bold.json",
-                {"RepetitionTime": tr, "SkullStripped": False, "TaskName": task},
-            )
-            nb.Nifti1Image(brain.astype(np.uint8), affine).to_filename(
-                dfunc / f"{stem}_desc-brain_mask.nii.gz"
-            )
+            _write_bold_run(func, dfunc, stem, stem, data, brain, affine, tr, task)
             confounds = pd.DataFrame(motion, columns=list(MOTION))
             confounds["framewise_displacement"] = np.r_[
                 np.nan, np.abs(np.diff(motion, axis=0)).sum(axis=1)

@@ -75,6 +75,8 @@ class RunConfig:
     ha_n_components: int = 50
     ha_srm_method: str = "probabilistic"
     ha_n_iter: int = 10
+    ha_searchlight_radius: float | None = None
+    ha_sparse_radius: float | None = None
     ha_model: str | None = None
     random_seed: int | None = None
     allow_subject_space: bool = False

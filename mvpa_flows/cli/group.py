@@ -228,7 +228,38 @@ def _alignment(config):
             "random_state": 0 if config.random_seed is None else config.random_seed,
         },
     }[config.ha_method]
-    return params, _core_checked(alignment_estimator, config.ha_method, **params)
+    if config.ha_searchlight_radius is None:
+        if config.ha_sparse_radius is not None:
+            raise UsageError(
+                f"--ha-sparse-radius {config.ha_sparse_radius:g} spaces the sphere centres of "
+                "searchlight hyperalignment; give the sphere radius with "
+                "--ha-searchlight-radius MM too, or drop --ha-sparse-radius."
+            )
+        return params, _core_checked(alignment_estimator, config.ha_method, **params)
+    if config.ha_method == "srm":
+        raise UsageError(
+            f"--ha-method srm with --ha-searchlight-radius {config.ha_searchlight_radius:g}: "
+            "searchlight hyperalignment fits local Procrustes or ridge maps, and a shared "
+            "response model has no searchlight form. Use --ha-method procrustes or ridge, "
+            "or drop --ha-searchlight-radius."
+        )
+    if config.ha_model:
+        raise UsageError(
+            "--ha-searchlight-radius with --ha-model: new subjects are mapped with the "
+            "model's own method and radius. Drop --ha-searchlight-radius, or fit a new model "
+            "without --ha-model."
+        )
+    params["searchlight_radius"] = config.ha_searchlight_radius
+    params["sparse_radius"] = config.ha_sparse_radius
+    # the estimator needs the mask: built once the ROI is known (_searchlight_checked)
+    return params, None
+
+
+def _searchlight_checked(config, params, roi, reference, n_train):
+    """The searchlight estimator on the ROI, checked against the data's shape."""
+    mask = nb.Nifti1Image(roi.astype(np.uint8), reference.affine)
+    estimator = _core_checked(alignment_estimator, config.ha_method, **params, mask_img=mask)
+    return _core_checked(check_alignment, estimator, n_train, int(roi.sum()))
 
 
 def _check_data(files, runs):
@@ -448,13 +479,18 @@ def run_hyperalignment(config, described):
     else:
         model = f"{config.task}HA"
         roi, roi_source = _roi_array(config, files, reference)
-        _core_checked(check_alignment, estimator, n_train, int(roi.sum()))
+        if estimator is None:
+            _searchlight_checked(config, params, roi, reference, n_train)
+        else:
+            _core_checked(check_alignment, estimator, n_train, int(roi.sum()))
     _check_data(files, train + test)
     if loaded is None:
         if roi_source is None:
             roi_file, roi_uri = _write_roi(config, files, roi, reference, model, entities, sidecar)
         else:
             roi_file, roi_uri = str(roi_source), bids_uri(roi_source, config.dataset_links)
+        if "searchlight_radius" in params:
+            params["mask_img"] = roi_file  # a path: the parameters stay JSON-able
     subjects = list(files)
     logger.info(
         "Group %s: subjects %s%s, train runs %s, test runs %s, ROI %s (%d voxels)",

@@ -41,6 +41,8 @@ FLAG_FOR_PARAMETER = {
     "cv_blocks": "--ha-cv-blocks",
     "n_components": "--ha-n-components",
     "n_iter": "--ha-n-iter",
+    "searchlight_radius": "--ha-searchlight-radius",
+    "sparse_radius": "--ha-sparse-radius",
     "hrf_model": "--hrf-model",
     "drift_model": "--drift-model",
     "high_pass": "--high-pass",
@@ -331,6 +333,15 @@ def build_parser():
         "--ha-srm-method", choices=schema["ha_srm_method"]["enum"], help=help_of("ha_srm_method")
     )
     m.add_argument("--ha-n-iter", type=int, metavar="N", help=help_of("ha_n_iter"))
+    m.add_argument(
+        "--ha-searchlight-radius",
+        type=_radius,
+        metavar="MM",
+        help=help_of("ha_searchlight_radius"),
+    )
+    m.add_argument(
+        "--ha-sparse-radius", type=_radius, metavar="MM", help=help_of("ha_sparse_radius")
+    )
     m.add_argument("--ha-model", type=Path, metavar="DIR", help=help_of("ha_model"))
     group = parser.add_argument_group("group statistics")
     group.add_argument(

@@ -345,6 +345,7 @@ METHOD_NAMES = {
     "procrustes": "Procrustes hyperalignment (PyMVPA three levels)",
     "ridge": "ridge hyperalignment (ridge maps onto a common template)",
     "srm": "shared response model",
+    "searchlight": "searchlight hyperalignment: local maps summed into one sparse map",
 }
 
 
@@ -379,6 +380,16 @@ def _alignment_metadata(inputs, model, scores, estimator):
     }
     if model.method == "ridge":
         meta["ChosenPenalties"] = [float(m.info["alpha"]) for m in model.maps]
+    if model.method == "searchlight":
+        meta["SearchlightRadius"] = float(params["radius"])
+        sparse = params.get("sparse_radius")
+        meta["SearchlightCentres"] = (
+            f"{len(model.centres)} centres at least {sparse:g} mm apart"
+            if sparse is not None
+            else f"every one ({len(model.centres)} centres)"
+        )
+        if params.get("method") == "ridge":
+            meta["ChosenPenalties"] = [float(m.info["alpha"]) for m in model.maps]
     if model.method == "srm":
         meta["RandomSeed"] = params.get("random_state")
     return meta

@@ -44,6 +44,8 @@ CITATIONS = {
     "haxby2011": "Haxby J.V. et al. (2011). A common, high-dimensional model of the "
                  "representational space in human ventral temporal cortex. Neuron "
                  "72(2):404-416. doi:10.1016/j.neuron.2011.08.026",
+    "guntupalli2016": "Guntupalli J.S. et al. (2016). A model of representational spaces in "
+                      "human cortex. Cereb. Cortex 26(6):2919-2934. doi:10.1093/cercor/bhw068",
     "pymvpa": "Hanke M. et al. (2009). PyMVPA: a Python toolbox for multivariate pattern "
               "analysis of fMRI data. Neuroinformatics 7:37-53. doi:10.1007/s12021-008-9041-y",
     "chen2015": "Chen P.-H. et al. (2015). A reduced-dimension fMRI shared response model. "

@@ -51,6 +51,16 @@ ALIGNMENT_METHODS = {
         "({TrainingSamples} samples), and " + _EVALUATION,
         describes=_BSC,
     ),
+    "searchlight": MethodsText(
+        _CLEANING + "Subjects were aligned into a common model space with searchlight "
+        "hyperalignment [@guntupalli2016] (PyMVPA's algorithm [@pymvpa]): "
+        "{AlignmentParameters.method} maps [@haxby2011] were estimated in spheres of "
+        "{SearchlightRadius} mm radius centred on {SearchlightCentres} of the "
+        "{NumberOfFeatures} voxels and summed into one sparse voxel-by-voxel map per subject"
+        "[[ (ridge penalties chosen: {ChosenPenalties})]], estimated on {TrainingRuns} "
+        "({TrainingSamples} samples), and " + _EVALUATION,
+        describes=_BSC,
+    ),
     "srm": MethodsText(
         _CLEANING + "Subjects were aligned into a shared space of {ModelDimensions} "
         "dimensions with a {AlignmentParameters.method} shared response model [@chen2015] "
@@ -75,6 +85,7 @@ NEW_SUBJECTS_METHODS = {
         ("procrustes", "@haxby2011"),
         ("ridge", "@haxby2011; @bazeille2021"),
         ("srm", "@chen2015"),
+        ("searchlight", "@guntupalli2016"),
     )
 }
 #: Methods text of the ISC maps.
@@ -204,7 +215,9 @@ def init_group_hyperalignment_wf(
     method : {"procrustes", "ridge", "srm"}
         Alignment method (:func:`mvpa_flows.core.alignment.evaluate.alignment_estimator`).
     alignment_params : dict or None
-        Parameters of the method's estimator.
+        Parameters of the method's estimator; with ``searchlight_radius`` (and
+        ``mask_img``, the ROI file), searchlight hyperalignment with local maps of
+        ``method`` (procrustes or ridge), written as ``desc-searchlight`` transforms.
     model_file : str or None
         An alignment model written by an earlier run: map ``new_subjects`` into it.
     new_subjects : list of str or None
@@ -244,6 +257,9 @@ def init_group_hyperalignment_wf(
     space_ents = parse_space(space)
     grid = {k: space_ents[k] for k in ("cohort", "res", "den")}
     mapping = model_file is not None
+    fit_method = method
+    if not mapping and (alignment_params or {}).get("searchlight_radius") is not None:
+        method = "searchlight"  # local maps of fit_method, aggregated over the mask
     method_desc = ALIGNMENT_METHODS[method]
     workflow = Workflow(name=name)
     workflow.__desc__ = [GROUP_METHODS, NEW_SUBJECTS_METHODS[method] if mapping else method_desc]
@@ -281,7 +297,7 @@ def init_group_hyperalignment_wf(
     else:
         fit = pe.Node(
             HyperalignGroup(
-                method=method,
+                method=fit_method,
                 alignment_params=dict(alignment_params or {}),
                 model_metadata={
                     "task": task,

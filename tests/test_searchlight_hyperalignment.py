@@ -600,3 +600,18 @@ def test_app_core_builds_checks_and_records_the_searchlight_estimator():
         alignment_estimator("procrustes", searchlight_radius=4.0)
     with pytest.raises(InputValidationError, match=r"Unknown parameter\(s\) \['template'\]"):
         alignment_estimator("ridge", searchlight_radius=4.0, mask_img=img, template="pca")
+
+
+def test_runs_zscored_with_ddof_1_are_zscored_data():
+    """The app z-scores each run with ddof=1: no 'not z-scored' warning for such data."""
+    import warnings
+
+    img, _, dss = _data(seed=3)
+    rng = np.random.default_rng(3)
+    runs = []
+    for d in dss:
+        halves = np.array_split(d * rng.uniform(0.5, 3, d.shape[1]), 2)
+        runs.append(np.vstack([(h - h.mean(axis=0)) / h.std(axis=0, ddof=1) for h in halves]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        SearchlightHyperalignment(img, radius=2 * VOXEL).fit(runs)

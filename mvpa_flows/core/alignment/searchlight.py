@@ -1625,6 +1625,11 @@ def _check_datasets(datasets, n_voxels, name="datasets", min_subjects=2):
     return out
 
 
+#: How far a voxel's standard deviation may be from 1 for z-scored data (ddof 0 or 1,
+#: runs of 25 volumes or more).
+ZSCORE_STD_TOLERANCE = 0.02
+
+
 def _data_stats(datasets, zscore_all):
     """Per subject and voxel: mean, std (ddof 0) and the centred sum of squares after the
     optional z-scoring; warns when the data are not z-scored (PyMVPA's check)."""
@@ -1645,7 +1650,9 @@ def _data_stats(datasets, zscore_all):
     else:
         ss = np.where(const, 0.0, n * std**2)
         off = np.abs(mean) > 1e-5
-        off_std = (np.abs(std - 1) > 1e-5) & ~const
+        # z-scoring per run with either ddof convention counts as z-scored: with ddof=1 a
+        # run of r volumes has standard deviation sqrt((r - 1) / r) (0.99 for 50 volumes)
+        off_std = (np.abs(std - 1) > ZSCORE_STD_TOLERANCE) & ~const
         if off.any() or off_std.any():
             warnings.warn(
                 f"The data are not z-scored per voxel ({int(off.sum())} means differ from 0, "

@@ -50,6 +50,26 @@ def _write_json(path, data):
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _write_skeleton(root, fmriprep, kind, generator, task, tr, n_subjects):
+    """Dataset descriptions, the task sidecar and participants.tsv; returns the labels."""
+    _write_json(root / "dataset_description.json", {
+        "Name": f"mvpa_flows synthetic {kind} dataset",
+        "BIDSVersion": "1.9.0", "DatasetType": "raw", "License": "CC0",
+        "Authors": ["mvpa_flows"],
+    })  # fmt:skip
+    _write_json(root / f"task-{task}_bold.json", {"TaskName": task, "RepetitionTime": tr})
+    _write_json(fmriprep / "dataset_description.json", {
+        "Name": "Synthetic fMRIPrep-style derivatives", "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": f"mvpa_flows.datasets.{generator}"}],
+    })  # fmt:skip
+    subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
+    pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}).to_csv(
+        root / "participants.tsv", sep="\t", index=False
+    )
+    return subjects
+
+
 def _write_bold_run(func, dfunc, derivative_stem, raw_stem, data, brain, affine, tr, task):
     """One run's raw BOLD (int16) and its fMRIPrep-style preprocessed BOLD, sidecar and mask."""
     img = nb.Nifti1Image(data, affine)
@@ -131,20 +151,8 @@ def make_synthetic_dataset(
     patch, uni_patch = sphere(patch_centre, 2.5), sphere(uni_centre, 2.0)
     hrf = _hrf(tr)
     n_vox = int(brain.sum())
-    _write_json(root / "dataset_description.json", {
-        "Name": "mvpa_flows synthetic block-design dataset",
-        "BIDSVersion": "1.9.0", "DatasetType": "raw", "License": "CC0",
-        "Authors": ["mvpa_flows"],
-    })  # fmt:skip
-    _write_json(root / f"task-{task}_bold.json", {"TaskName": task, "RepetitionTime": tr})
-    _write_json(fmriprep / "dataset_description.json", {
-        "Name": "Synthetic fMRIPrep-style derivatives", "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "mvpa_flows.datasets.make_synthetic_dataset"}],
-    })  # fmt:skip
-    subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
-    pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}).to_csv(
-        root / "participants.tsv", sep="\t", index=False
+    subjects = _write_skeleton(
+        root, fmriprep, "block-design", "make_synthetic_dataset", task, tr, n_subjects
     )
     space_ent = f"_space-{space}" if space else ""
     for subject in subjects:
@@ -857,20 +865,8 @@ def make_event_related_dataset(
     patch = np.zeros(shape, dtype=bool)
     lo = [s // 4 for s in shape]
     patch[tuple(slice(a, s - a) for a, s in zip(lo, shape, strict=True))] = True
-    _write_json(root / "dataset_description.json", {
-        "Name": "mvpa_flows synthetic rapid event-related dataset",
-        "BIDSVersion": "1.9.0", "DatasetType": "raw", "License": "CC0",
-        "Authors": ["mvpa_flows"],
-    })  # fmt:skip
-    _write_json(root / f"task-{task}_bold.json", {"TaskName": task, "RepetitionTime": tr})
-    _write_json(fmriprep / "dataset_description.json", {
-        "Name": "Synthetic fMRIPrep-style derivatives", "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "mvpa_flows.datasets.make_event_related_dataset"}],
-    })  # fmt:skip
-    subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
-    pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}).to_csv(
-        root / "participants.tsv", sep="\t", index=False
+    subjects = _write_skeleton(
+        root, fmriprep, "rapid event-related", "make_event_related_dataset", task, tr, n_subjects
     )
     n_vox = int(brain.sum())
     in_patch = patch[brain]

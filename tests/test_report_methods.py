@@ -121,6 +121,30 @@ def test_minimum_attainable_p_is_stated_when_above_005():
     assert methods.minimum_p_words(0.001) == ""
 
 
+def test_isc_figure_draws_the_same_voxels_before_and_after_including_zero_correlations(
+    tmp_path,
+):
+    affine = np.eye(4)
+    anatomical = np.zeros((4, 4, 1), dtype=np.float32)
+    aligned = np.zeros_like(anatomical)
+    anatomical[:2, :, 0] = [[0.1, 0.0, 0.3, -0.2], [0.2, 0.1, 0.0, 0.4]]
+    aligned[:2, :, 0] = [[0.5, 0.2, 0.0, 0.1], [0.6, 0.3, 0.2, 0.7]]
+    files = []
+    for name, data in (("anatomical", anatomical), ("aligned", aligned)):
+        files.append(tmp_path / f"{name}.nii.gz")
+        nb.Nifti1Image(data, affine).to_filename(files[-1])
+    facts = reportlets.isc_distributions(*files, tmp_path / "isc.svg")
+    # 8 voxels carry a value in either map (the other 8 are outside the mask); the
+    # exact zeros inside are correlations, drawn in both distributions.
+    assert facts["NumberOfVoxelsDrawn"] == 8
+    inside = anatomical[:2, :, 0].ravel()
+    assert facts["MedianShown"]["anatomical"] == pytest.approx(float(np.median(inside)))
+    assert facts["MedianShown"]["aligned"] == pytest.approx(
+        float(np.median(aligned[:2, :, 0].ravel()))
+    )
+    assert (tmp_path / "isc.svg").stat().st_size > 0
+
+
 def test_tables_show_na_as_na(tmp_path):
     tsv = tmp_path / "task-x_desc-bsc_scores.tsv"
     tsv.write_text("subject\tanatomical\twithin_subject\n01\t0.14285714\tn/a\n02\t0.5\tn/a\n")

@@ -161,11 +161,16 @@ def bsc_scores(scores_file, out_file):
 
 def isc_distributions(anatomical_file, aligned_file, out_file):
     """Voxel-wise group ISC before and after alignment, as two distributions."""
-    series = {}
-    for name, path in (("anatomical", anatomical_file), ("aligned", aligned_file)):
-        if path:
-            values = np.asarray(nb.load(path).dataobj, dtype=float)
-            series[name] = values[values != 0]
+    maps = {
+        name: np.asarray(nb.load(path).dataobj, dtype=float)
+        for name, path in (("anatomical", anatomical_file), ("aligned", aligned_file))
+        if path
+    }
+    # The maps are zero outside the analysis mask (and where a voxel had no ISC). A voxel
+    # drawn is one with a value in either map, so both distributions cover the same voxels,
+    # including those whose correlation is exactly zero in one of them.
+    drawn = np.logical_or.reduce([values != 0 for values in maps.values()])
+    series = {name: values[drawn] for name, values in maps.items()}
     facts = figures.plot_distributions(
         series,
         out_file,

@@ -259,7 +259,9 @@ def _searchlight_checked(config, params, roi, reference, n_train):
     """The searchlight estimator on the ROI, checked against the data's shape."""
     mask = nb.Nifti1Image(roi.astype(np.uint8), reference.affine)
     estimator = _core_checked(alignment_estimator, config.ha_method, **params, mask_img=mask)
-    return _core_checked(check_alignment, estimator, n_train, int(roi.sum()))
+    return _core_checked(
+        check_alignment, estimator, n_train, int(roi.sum()), n_chunks=config.searchlight_chunks
+    )
 
 
 def _check_data(files, runs):
@@ -519,6 +521,7 @@ def run_hyperalignment(config, described):
         hrf_delay=config.hrf_delay,
         method=loaded.method if loaded is not None else config.ha_method,
         alignment_params=params,
+        n_chunks=config.searchlight_chunks if "searchlight_radius" in params else 1,
         model_file=str(model_path) if loaded is not None else None,
         new_subjects=new if loaded is not None else None,
         model_label=model,

@@ -43,6 +43,7 @@ FLAG_FOR_PARAMETER = {
     "n_iter": "--ha-n-iter",
     "searchlight_radius": "--ha-searchlight-radius",
     "sparse_radius": "--ha-sparse-radius",
+    "n_chunks": "--searchlight-chunks",
     "hrf_model": "--hrf-model",
     "drift_model": "--drift-model",
     "high_pass": "--high-pass",
@@ -383,8 +384,9 @@ def build_parser():
         type=int,
         default=1,
         metavar="N",
-        help="split each subject's searchlight spheres into N nodes (for cluster plugins); "
-        "results are identical to one node (default: 1)",
+        help="split each subject's searchlight spheres (and the sphere centres of group "
+        "searchlight hyperalignment) into N nodes (for cluster plugins); results are "
+        "identical to one node (default: 1)",
     )
     p.add_argument("--random-seed", type=int, help=help_of("random_seed"))
     p.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first error")

@@ -11,17 +11,20 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
 from mvpa_flows.core.alignment.evaluate import (
     alignment_estimator,
     alignment_parameters,
+    check_searchlight_partials,
     evaluate_new_subjects,
     hyperalign_and_evaluate,
 )
 from mvpa_flows.core.alignment.isc import isc_maps, mean_isc
 from mvpa_flows.core.alignment.model import load_model
+from mvpa_flows.core.alignment.searchlight import load_partial, save_partial
 from mvpa_flows.core.alignment.xfm import save_transform
 from mvpa_flows.core.data.dataset import load_timeseries
 from mvpa_flows.core.data.samples import build_sample_table, read_events
@@ -193,6 +196,12 @@ class _HyperalignGroupInputSpec(_AlignmentInputSpec):
     alignment_params = traits.Dict(desc="parameters of the method's estimator")
     model_metadata = traits.Dict(desc="provenance stored in the model file (task, space, ...)")
 
+    fitted_model = File(
+        exists=True,
+        desc="the model already fitted on the training files (the merge of searchlight "
+        "chunks): evaluated as is, not refitted",
+    )
+
 
 class _HyperalignGroupOutputSpec(_AlignmentOutputSpec):
     model_file = File(exists=True, desc="the fitted alignment model (.h5)")
@@ -210,6 +219,9 @@ class HyperalignGroup(SimpleInterface):
 
     def _run_interface(self, runtime):
         estimator = alignment_estimator(self.inputs.method, **self.inputs.alignment_params)
+        alignment = estimator
+        if isdefined(self.inputs.fitted_model):
+            alignment = load_model(self.inputs.fitted_model)
         test = [np.load(f) for f in self.inputs.test_files]
         tables = [pd.read_csv(f, sep="\t") for f in self.inputs.test_samples_files]
         conditions = self.inputs.mode == "conditions"
@@ -226,7 +238,7 @@ class HyperalignGroup(SimpleInterface):
             tr=self.inputs.repetition_time,
             train_runs=self.inputs.train_runs,
             test_runs=self.inputs.test_runs,
-            alignment=estimator,
+            alignment=alignment,
         )
         model, scores = result["model"], result["scores"]
         roi = np.asarray(nb.load(self.inputs.roi_mask).dataobj) > 0
@@ -249,6 +261,83 @@ class HyperalignGroup(SimpleInterface):
         }
         aligned = model.transform(test, name="test_datasets")
         _isc_outputs(self, runtime, model, test, aligned, model.maps, roi)
+        return runtime
+
+
+class _SearchlightAlignmentChunkInputSpec(BaseInterfaceInputSpec):
+    train_files = traits.List(
+        File(exists=True), mandatory=True, desc="training data, one (.npy) per subject"
+    )
+    method = traits.Enum("procrustes", "ridge", usedefault=True, desc="local maps")
+    alignment_params = traits.Dict(
+        mandatory=True, desc="searchlight estimator parameters (searchlight_radius, mask_img)"
+    )
+    chunk_index = traits.Int(0, usedefault=True, desc="which chunk of centres (0-based)")
+    n_chunks = traits.Int(1, usedefault=True, desc="number of chunks the centres are split in")
+
+
+class _SearchlightAlignmentChunkOutputSpec(TraitedSpec):
+    partial_file = File(exists=True, desc="the chunk's summed local maps (HDF5 partial)")
+
+
+class SearchlightAlignmentChunk(SimpleInterface):
+    """The local maps of one chunk of searchlight hyperalignment centres.
+
+    Calls :meth:`~mvpa_flows.core.alignment.searchlight.SearchlightHyperalignment.fit_partial`
+    and writes the partial with :func:`~mvpa_flows.core.alignment.searchlight.save_partial`;
+    :class:`MergeSearchlightAlignment` sums the chunks into the model that a single
+    ``fit`` gives, bit for bit. Memory: the training data and this chunk's maps.
+    """
+
+    input_spec = _SearchlightAlignmentChunkInputSpec
+    output_spec = _SearchlightAlignmentChunkOutputSpec
+
+    def _run_interface(self, runtime):
+        estimator = alignment_estimator(self.inputs.method, **self.inputs.alignment_params)
+        partial = estimator.fit_partial(
+            [np.load(f) for f in self.inputs.train_files],
+            chunk=self.inputs.chunk_index,
+            n_chunks=self.inputs.n_chunks,
+        )
+        path = _out(runtime, f"searchlight_alignment_chunk{self.inputs.chunk_index:04d}.h5")
+        save_partial(path, partial)
+        self._results["partial_file"] = path
+        return runtime
+
+
+class _MergeSearchlightAlignmentInputSpec(BaseInterfaceInputSpec):
+    partial_files = traits.List(
+        File(exists=True), mandatory=True, desc="one partial per chunk, in chunk order"
+    )
+    method = traits.Enum("procrustes", "ridge", usedefault=True, desc="local maps")
+    alignment_params = traits.Dict(
+        mandatory=True, desc="searchlight estimator parameters (as for the chunks)"
+    )
+    n_chunks = traits.Int(mandatory=True, desc="number of chunks the centres were split in")
+
+
+class _MergeSearchlightAlignmentOutputSpec(TraitedSpec):
+    model_file = File(exists=True, desc="the fitted searchlight model (.h5)")
+
+
+class MergeSearchlightAlignment(SimpleInterface):
+    """Sum the chunks of searchlight hyperalignment into the fitted model.
+
+    Refuses a missing, repeated or foreign chunk (another split, other data or other
+    parameters), then calls
+    :meth:`~mvpa_flows.core.alignment.searchlight.SearchlightHyperalignment.merge_partials`.
+    """
+
+    input_spec = _MergeSearchlightAlignmentInputSpec
+    output_spec = _MergeSearchlightAlignmentOutputSpec
+
+    def _run_interface(self, runtime):
+        partials = [load_partial(f) for f in self.inputs.partial_files]
+        check_searchlight_partials(partials, self.inputs.n_chunks, self.inputs.partial_files)
+        estimator = alignment_estimator(self.inputs.method, **self.inputs.alignment_params)
+        model = estimator.merge_partials(partials).model_
+        del partials
+        self._results["model_file"] = str(model.save(_out(runtime, "searchlight_model.h5")))
         return runtime
 
 

@@ -9,7 +9,9 @@ from mvpa_flows.interfaces.group import (
     GroupSearchlightStats,
     HyperalignGroup,
     MapNewSubjects,
+    MergeSearchlightAlignment,
     PrepareTimeseries,
+    SearchlightAlignmentChunk,
 )
 from mvpa_flows.interfaces.reports import MethodsText
 from mvpa_flows.workflows.reports import init_bsc_report_wf, init_group_searchlight_report_wf
@@ -158,6 +160,7 @@ def init_group_hyperalignment_wf(
     hrf_delay=0.0,
     method="procrustes",
     alignment_params=None,
+    n_chunks=1,
     model_file=None,
     new_subjects=None,
     model_label=None,
@@ -218,6 +221,10 @@ def init_group_hyperalignment_wf(
         Parameters of the method's estimator; with ``searchlight_radius`` (and
         ``mask_img``, the ROI file), searchlight hyperalignment with local maps of
         ``method`` (procrustes or ridge), written as ``desc-searchlight`` transforms.
+    n_chunks : int
+        Searchlight hyperalignment: the sphere centres are split into ``n_chunks``
+        chunks fitted by a MapNode (each holds the training data and its chunk's maps)
+        and summed by a merge node; the outputs equal an unchunked run bit for bit.
     model_file : str or None
         An alignment model written by an earlier run: map ``new_subjects`` into it.
     new_subjects : list of str or None
@@ -310,6 +317,8 @@ def init_group_hyperalignment_wf(
             name="hyperalign",
         )
         written = list(subjects)
+        if method == "searchlight" and n_chunks > 1:
+            _connect_chunks(workflow, prepare, fit, fit_method, alignment_params, n_chunks)
     meta = pe.Node(
         niu.Function(function=_transform_metadata, output_names=["out"]), name="transform_metadata"
     )
@@ -439,6 +448,27 @@ def _prepare_node(
     )  # fmt:skip
     prepare.inputs.subject = list(subjects)
     return prepare
+
+
+def _connect_chunks(workflow, prepare, fit, method, alignment_params, n_chunks):
+    """Searchlight hyperalignment fitted in ``n_chunks`` chunks of centres, merged into
+    the model that ``fit`` evaluates (instead of fitting it)."""
+    params = dict(alignment_params)
+    chunks = pe.MapNode(
+        SearchlightAlignmentChunk(method=method, alignment_params=params, n_chunks=n_chunks),
+        iterfield=["chunk_index"],
+        name="searchlight_alignment_chunks",
+    )
+    chunks.inputs.chunk_index = list(range(n_chunks))
+    merge = pe.Node(
+        MergeSearchlightAlignment(method=method, alignment_params=params, n_chunks=n_chunks),
+        name="merge_searchlight_alignment",
+    )
+    workflow.connect([
+        (prepare, chunks, [("train_file", "train_files")]),
+        (chunks, merge, [("partial_file", "partial_files")]),
+        (merge, fit, [("model_file", "fitted_model")]),
+    ])  # fmt:skip
 
 
 def _connect_isc(

@@ -14,6 +14,7 @@ __all__ = [
     "alignment_estimator",
     "alignment_parameters",
     "check_alignment",
+    "check_searchlight_partials",
     "evaluate_new_subjects",
     "hyperalign_and_evaluate",
 ]
@@ -279,7 +280,7 @@ def alignment_parameters(estimator):
     return {k: params[k] for k in ("method", *DEFAULT_PARAMS)}
 
 
-def check_alignment(estimator, n_samples, n_voxels):
+def check_alignment(estimator, n_samples, n_voxels, n_chunks=1):
     """Refuse, before any data are loaded, parameters that the data cannot support.
 
     Parameters
@@ -289,6 +290,9 @@ def check_alignment(estimator, n_samples, n_voxels):
         Training samples (time points) per subject.
     n_voxels : int or list of int
         Voxels per subject (the ROI size).
+    n_chunks : int, default 1
+        Searchlight hyperalignment: chunks the sphere centres will be split in
+        (:meth:`SearchlightHyperalignment.fit_partial`); at most one per centre.
 
     Raises
     ------
@@ -303,7 +307,19 @@ def check_alignment(estimator, n_samples, n_voxels):
 
     voxels = [int(n_voxels)] if np.ndim(n_voxels) == 0 else [int(v) for v in n_voxels]
     if type(estimator).__name__ == "SearchlightHyperalignment":
-        return estimator.check_inputs(n_samples, voxels)
+        estimator.check_inputs(n_samples, voxels)
+        if n_chunks != 1:
+            n_centres = len(estimator._plan(estimator._params()).centres)
+            if not isinstance(n_chunks, int) or isinstance(n_chunks, bool) or n_chunks < 1:
+                raise InputValidationError(
+                    f"Parameter 'n_chunks' must be a positive integer; got {n_chunks!r}."
+                )
+            if n_chunks > n_centres:
+                raise InputValidationError(
+                    f"Parameter 'n_chunks' ({n_chunks}) exceeds the {n_centres} sphere "
+                    "centres of searchlight hyperalignment; use at most that many chunks."
+                )
+        return estimator
     if type(estimator).__name__ == "SharedResponseModel":
         _check_components(estimator.n_components, int(n_samples), voxels)
         return estimator
@@ -311,3 +327,52 @@ def check_alignment(estimator, n_samples, n_voxels):
         check_alphas(estimator.alphas)
         contiguous_blocks(int(n_samples), estimator.cv_blocks)
     return estimator
+
+
+def check_searchlight_partials(partials, n_chunks, names=None):
+    """Refuse a set of searchlight hyperalignment partials that is not every chunk
+    ``0 .. n_chunks - 1`` of one split exactly once.
+
+    Parameters
+    ----------
+    partials : list of SearchlightPartial
+        As :meth:`SearchlightHyperalignment.fit_partial` returns them (or
+        :func:`~mvpa_flows.core.alignment.searchlight.load_partial` reads them).
+    n_chunks : int
+        The number of chunks the centres were split in.
+    names : list of str, optional
+        The partials' files, named in the messages.
+
+    Raises
+    ------
+    InputValidationError
+        A partial of another split, a chunk given twice, or a missing chunk. (Partials
+        of other data or parameters are refused by ``merge_partials``.)
+    """
+    import os
+
+    names = (
+        [f"partial {i}" for i in range(len(partials))]
+        if names is None
+        else [os.path.basename(str(f)) for f in names]
+    )
+    found = {}
+    for name, q in zip(names, partials, strict=True):
+        index, total = (int(c) for c in q.chunk)
+        if total != n_chunks:
+            raise InputValidationError(
+                f"{name} is chunk {index + 1} of a split into {total} chunks; expected "
+                f"one of {n_chunks} chunks. Compute every chunk with the same `n_chunks`."
+            )
+        if index in found:
+            raise InputValidationError(
+                f"{name} and {found[index]} are both chunk {index + 1} of {n_chunks}; pass "
+                "every chunk exactly once."
+            )
+        found[index] = name
+    missing = sorted(set(range(n_chunks)) - set(found))
+    if missing:
+        raise InputValidationError(
+            f"Chunk(s) {[i + 1 for i in missing]} of {n_chunks} are missing (got "
+            f"{names}); every chunk of the split is needed for the model."
+        )

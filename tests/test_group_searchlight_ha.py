@@ -1,0 +1,144 @@
+"""Group searchlight hyperalignment in the app: chunks over a MapNode, flags, warnings."""
+
+import json
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_app
+
+from mvpa_flows.core.alignment.model import load_model
+from mvpa_flows.core.alignment.xfm import load_transform
+from mvpa_flows.core.errors import InputValidationError
+
+BASE = (
+    "--analyses hyperalignment --ha-train-runs 1 2 --ha-test-runs 3 --segment-length 8 "
+    "--ha-searchlight-radius 6"
+)
+GROUP = "task-objects_desc-{}"
+
+
+def _outputs(out):
+    """Every output of a group hyperalignment run: name -> comparable content."""
+    found = {}
+    for path in sorted(out.rglob("*")):
+        if not path.is_file() or "figures" in path.parts or path.suffix == ".html":
+            continue
+        rel = path.relative_to(out).as_posix()
+        if rel.startswith("logs/"):
+            continue
+        if path.name.endswith("_xfm.h5"):
+            transform, info = load_transform(path)
+            found[rel] = (transform.matrix.toarray(), info["voxel_indices"])
+        elif path.name.endswith("_model.h5"):
+            model = load_model(path)
+            found[rel] = (model.template, [m.matrix.toarray() for m in model.maps])
+        elif path.name.endswith(".nii.gz"):
+            found[rel] = np.asarray(nb.load(path).dataobj)
+        else:
+            found[rel] = path.read_bytes()
+    return found
+
+
+def test_searchlight_chunks_give_the_unchunked_outputs(synthetic_bids, tmp_path):
+    """--searchlight-chunks spreads the centres over a MapNode; the merge node's model
+    gives every output (transforms, model, ISC maps, scores, sidecars) bit for bit."""
+    one, three = tmp_path / "one", tmp_path / "three"
+    assert run_app(synthetic_bids, one, "group", BASE, work=tmp_path / "w1") == 0
+    assert (
+        run_app(
+            synthetic_bids, three, "group", f"{BASE} --searchlight-chunks 3", work=tmp_path / "w3"
+        )
+        == 0
+    )
+    partials = sorted((tmp_path / "w3").rglob("searchlight_alignment_chunk*.h5"))
+    assert [p.name for p in partials] == [
+        f"searchlight_alignment_chunk{i:04d}.h5" for i in range(3)
+    ]
+    assert not list((tmp_path / "w1").rglob("searchlight_alignment_chunk*.h5"))
+    a, b = _outputs(one), _outputs(three)
+    assert sorted(a) == sorted(b)
+    names = set(a)
+    assert any(n.endswith("desc-searchlight_xfm.h5") for n in names)
+    assert any(n.endswith("desc-common_model.h5") for n in names)
+    assert any("desc-iscaligned" in n for n in names)
+    assert f"{GROUP.format('bsc')}_scores.tsv" in names
+    for name in a:
+        if isinstance(a[name], tuple):
+            for x, y in zip(a[name], b[name], strict=True):
+                if isinstance(x, list):
+                    assert all(np.array_equal(u, v) for u, v in zip(x, y, strict=True)), name
+                else:
+                    assert np.array_equal(x, y), name
+        elif isinstance(a[name], np.ndarray):
+            assert np.array_equal(a[name], b[name]), name
+        else:
+            assert a[name] == b[name], name
+    scores = pd.read_csv(three / f"{GROUP.format('bsc')}_scores.tsv", sep="\t")
+    assert scores["hyperaligned"].notna().all()
+    meta = json.loads((three / f"{GROUP.format('bsc')}_scores.json").read_text())
+    assert not any("chunk" in key.lower() for key in meta)
+
+
+def test_merge_refuses_missing_and_foreign_chunks(synthetic_bids, tmp_path):
+    """The merge node needs every chunk of one split exactly once, of the same data."""
+    from mvpa_flows.core.alignment.evaluate import alignment_estimator
+    from mvpa_flows.core.alignment.searchlight import save_partial
+    from mvpa_flows.interfaces.group import MergeSearchlightAlignment
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((6, 6, 4), dtype=bool)
+    mask[1:5, 1:5, 1:3] = True
+    img = nb.Nifti1Image(mask.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0]))
+    mask_file = tmp_path / "mask.nii.gz"
+    img.to_filename(mask_file)
+    shared = rng.standard_normal((40, int(mask.sum())))
+    data = [shared + 0.5 * rng.standard_normal(shared.shape) for _ in range(3)]
+    data = [(d - d.mean(0)) / d.std(0) for d in data]
+    params = {"searchlight_radius": 4.0, "mask_img": str(mask_file)}
+    est = alignment_estimator("procrustes", **params)
+
+    def partials(datasets, n_chunks, tag):
+        files = []
+        for k in range(n_chunks):
+            path = tmp_path / f"{tag}_chunk{k}.h5"
+            save_partial(path, est.fit_partial(datasets, chunk=k, n_chunks=n_chunks))
+            files.append(str(path))
+        return files
+
+    three = partials(data, 3, "three")
+    two = partials(data, 2, "two")
+    other = partials([d[::-1] for d in data], 3, "other")
+
+    def merge(files, n_chunks=3):
+        node = MergeSearchlightAlignment(
+            partial_files=files, method="procrustes", alignment_params=params, n_chunks=n_chunks
+        )
+        (tmp_path / "merge").mkdir(exist_ok=True)
+        return node.run(cwd=str(tmp_path / "merge"))
+
+    result = merge(three)
+    model = load_model(result.outputs.model_file)
+    fitted = alignment_estimator("procrustes", **params).fit(data).model_
+    assert np.array_equal(model.template, fitted.template)
+    for m, f in zip(model.maps, fitted.maps, strict=True):
+        assert (m.matrix != f.matrix).nnz == 0
+    with pytest.raises(InputValidationError, match=r"Chunk\(s\) \[2\] of 3 are missing"):
+        merge([three[0], three[2]])
+    with pytest.raises(InputValidationError, match="both chunk 1 of 3"):
+        merge([three[0], three[0], three[2]])
+    with pytest.raises(InputValidationError, match="two_chunk0.h5 is chunk 1 of a split into 2"):
+        merge([two[0], three[1], three[2]])
+    with pytest.raises(InputValidationError, match="other data or parameters"):
+        merge([three[0], other[1], three[2]])
+
+
+def test_searchlight_chunks_beyond_the_centres_are_refused(synthetic_bids, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = run_app(synthetic_bids, out, "group", f"{BASE} --searchlight-chunks 100000")
+    # data-dependent (the mask's centres), like the other checks against the data: 16
+    assert code == 16
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "Option --searchlight-chunks (100000) exceeds the" in err
+    assert not (tmp_path / "work" / "mvpa_flows_group_wf").exists()

@@ -142,3 +142,133 @@ def test_searchlight_chunks_beyond_the_centres_are_refused(synthetic_bids, tmp_p
     err = capsys.readouterr().err.replace("\n", " ")
     assert "Option --searchlight-chunks (100000) exceeds the" in err
     assert not (tmp_path / "work" / "mvpa_flows_group_wf").exists()
+
+
+def test_searchlight_flags_reach_the_model_sidecars_and_methods(synthetic_bids, tmp_path):
+    """--ha-common-space and --ha-zscore-output: defaults (mask, on) and the other
+    choices end in the estimator, the transforms, the sidecars and the methods text."""
+    runs = {
+        "default": "",
+        "pymvpa": "--ha-common-space searchlight --no-ha-zscore-output",
+    }
+    for name, options in runs.items():
+        out = tmp_path / name
+        code = run_app(
+            synthetic_bids, out, "group", f"{BASE} {options}", work=tmp_path / f"w{name}"
+        )
+        assert code == 0
+        meta = json.loads((out / f"{GROUP.format('bsc')}_scores.json").read_text())
+        params = meta["AlignmentParameters"]
+        default = name == "default"
+        assert params["common_space"] == ("mask" if default else "searchlight")
+        assert params["zscore_output"] is default
+        model = load_model(out / "tpl-objectsHA/tpl-objectsHA_task-objects_desc-common_model.h5")
+        assert model.params["common_space"] == params["common_space"]
+        assert all(m.zscore_output is default for m in model.maps)
+        text = (out / "logs" / "CITATION_group.md").read_text().replace("\n", " ")
+        assert ("one hyperalignment of the whole mask" in text) is default
+        assert ("local common spaces built by levels 1 and 2" in text) is not default
+        assert ("every voxel of the mapped data was z-scored" in text) is default
+        # the ISC sentence describes the searchlight common space, not the ROI model's
+        assert "in the searchlight common space, whose dimensions are the mask voxels" in text
+        assert "ROI voxels of the reference subject" not in text
+
+
+OPTION_CONFLICTS = {
+    "alphas with procrustes": (
+        ["--ha-alphas", "10"],
+        "--ha-alphas applies to --ha-method ridge only; with --ha-method procrustes it "
+        "would be ignored",
+    ),
+    "srm options with ridge": (
+        ["--ha-method", "ridge", "--ha-n-components", "5", "--ha-n-iter", "3"],
+        "--ha-n-components, --ha-n-iter apply to --ha-method srm only; with --ha-method "
+        "ridge they would be ignored",
+    ),
+    "cv blocks with srm": (
+        ["--ha-method", "srm", "--ha-cv-blocks", "4"],
+        "--ha-cv-blocks applies to --ha-method ridge only",
+    ),
+    "common space without radius": (
+        ["--ha-common-space", "searchlight"],
+        "--ha-common-space set(s) searchlight hyperalignment; give the sphere radius with "
+        "--ha-searchlight-radius MM",
+    ),
+    "zscore output without radius": (
+        ["--no-ha-zscore-output"],
+        "--ha-zscore-output set(s) searchlight hyperalignment",
+    ),
+    "options with a model": (
+        ["--ha-model", "somewhere", "--ha-alphas", "10"],
+        "--ha-alphas with --ha-model: new subjects are mapped with the model's own method "
+        "and parameters",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OPTION_CONFLICTS))
+def test_options_of_another_method_are_usage_errors(case, synthetic_bids, tmp_path, capsys):
+    args, message = OPTION_CONFLICTS[case]
+    out = tmp_path / "out"
+    code = run_app(synthetic_bids, out, "group", "--analyses hyperalignment " + " ".join(args))
+    assert code == 64
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "work" / "mvpa_flows_group_wf").exists()
+
+
+def test_mapped_subjects_cite_the_model_roi_with_a_bids_uri(tmp_path):
+    """--ha-model in another derivatives folder: the sidecars cite the model's ROI as
+    ``bids:hamodel:...``, a dataset linked in dataset_description.json (no absolute path)."""
+    from mvpa_flows.datasets import make_synthetic_dataset
+
+    bids = tmp_path / "bids"
+    make_synthetic_dataset(bids, n_subjects=3, n_runs=3, shape=(8, 9, 5), seed=4)
+    base = "--analyses hyperalignment --ha-train-runs 1 2 --ha-test-runs 3 --segment-length 8"
+    fitted, mapped = tmp_path / "fitted", tmp_path / "mapped"
+    assert (
+        run_app(bids, fitted, "group", f"{base} --participant-label 01 02", work=tmp_path / "w1")
+        == 0
+    )
+    model_dir = fitted / "tpl-objectsHA"
+    assert (
+        run_app(
+            bids,
+            mapped,
+            "group",
+            f"--analyses hyperalignment --participant-label 03 --ha-model {model_dir}",
+            work=tmp_path / "w2",
+        )
+        == 0
+    )
+    xfm = mapped / (
+        "sub-03/func/sub-03_task-objects_from-boldref_to-objectsHA_mode-image_"
+        "desc-procrustes_xfm.json"
+    )
+    meta = json.loads(xfm.read_text())
+    assert (
+        meta["ROIMask"]
+        == "bids:hamodel:tpl-objectsHA/tpl-objectsHA_task-objects_desc-roi_mask.nii.gz"
+    )
+    description = json.loads((mapped / "dataset_description.json").read_text())
+    assert description["DatasetLinks"]["hamodel"] == fitted.absolute().as_uri()
+    for path in mapped.rglob("*.json"):
+        assert str(tmp_path) not in json.dumps(
+            {k: v for k, v in json.loads(path.read_text()).items() if k != "DatasetLinks"}
+        ), path
+    # a model inside the output folder is cited from the output dataset itself
+    assert (
+        run_app(
+            bids,
+            fitted,
+            "group",
+            f"--analyses hyperalignment --participant-label 03 --ha-model {model_dir}",
+            work=tmp_path / "w3",
+        )
+        == 0
+    )
+    meta = json.loads((fitted / xfm.relative_to(mapped)).read_text())
+    assert meta["ROIMask"].startswith("bids::tpl-objectsHA/")
+    assert (
+        "hamodel"
+        not in json.loads((fitted / "dataset_description.json").read_text())["DatasetLinks"]
+    )

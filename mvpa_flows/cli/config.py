@@ -77,11 +77,14 @@ class RunConfig:
     ha_n_iter: int = 10
     ha_searchlight_radius: float | None = None
     ha_sparse_radius: float | None = None
+    ha_common_space: str = "mask"
+    ha_zscore_output: bool = True
     ha_model: str | None = None
     random_seed: int | None = None
     allow_subject_space: bool = False
     derivatives: dict = field(default_factory=dict)
     work_dir_given: bool = True
+    options_given: tuple = ()
     space_entities: dict = field(default_factory=dict)
     bids_filters: dict = field(default_factory=dict)
     bids_database_dir: Path | None = None
@@ -121,8 +124,17 @@ class RunConfig:
 
     @property
     def dataset_links(self):
-        """Dataset name -> root, for BIDS URIs and dataset_description.json."""
-        return {"raw": str(self.bids_dir), "fmriprep": str(self.fmriprep_dir)}
+        """Dataset name -> root, for BIDS URIs and dataset_description.json.
+
+        With ``ha_model`` in another derivatives folder, that folder is the ``hamodel``
+        dataset (the model and its ROI are inputs of the run)."""
+        links = {"raw": str(self.bids_dir), "fmriprep": str(self.fmriprep_dir)}
+        if self.ha_model:
+            root = Path(self.ha_model).absolute().parent
+            output = Path(self.output_dir).absolute()
+            if root != output and output not in root.parents:
+                links["hamodel"] = str(root)
+        return links
 
     def parameters(self):
         """The analysis choices, as recorded in logs and the report."""
@@ -359,6 +371,9 @@ def build_config(args, argv=None):
         fmriprep_dir=fmriprep_dir.absolute(),
         work_dir=work_dir,
         work_dir_given=args.work_dir is not None,
+        options_given=tuple(
+            key for key in schema if getattr(args, key, None) is not None or key in spec
+        ),
         derivatives=others,
         bids_filters=filters,
         bids_database_dir=args.bids_database_dir,

@@ -216,8 +216,62 @@ def _check_timing(config, files, train, test):
     return n_train, tr
 
 
+#: Options that apply to some alignment methods only: option -> the methods.
+METHOD_OPTIONS = {
+    "ha_alphas": ("ridge",),
+    "ha_cv_blocks": ("ridge",),
+    "ha_n_components": ("srm",),
+    "ha_srm_method": ("srm",),
+    "ha_n_iter": ("srm",),
+}
+#: Options of searchlight hyperalignment (they need --ha-searchlight-radius).
+SEARCHLIGHT_OPTIONS = ("ha_sparse_radius", "ha_common_space", "ha_zscore_output")
+
+
+def _flag(key):
+    return "--" + key.replace("_", "-")
+
+
+def _check_method_options(config):
+    """Refuse options that the chosen method (or a loaded model) would ignore (exit 64)."""
+    given = set(config.options_given)
+    if config.ha_model:
+        ignored = sorted(given & ({*METHOD_OPTIONS, *SEARCHLIGHT_OPTIONS} - {"ha_sparse_radius"}))
+        if ignored:
+            raise UsageError(
+                f"{', '.join(map(_flag, ignored))} with --ha-model: new subjects are mapped "
+                "with the model's own method and parameters, so these options would be "
+                "ignored. Drop them, or fit a new model without --ha-model."
+            )
+    wrong = sorted(
+        k for k in given & set(METHOD_OPTIONS) if config.ha_method not in METHOD_OPTIONS[k]
+    )
+    if wrong:
+        raise UsageError(
+            f"{', '.join(_flag(k) for k in wrong)} appl"
+            f"{'ies' if len(wrong) == 1 else 'y'} to --ha-method "
+            f"{' or '.join(sorted({m for k in wrong for m in METHOD_OPTIONS[k]}))} only; "
+            f"with --ha-method {config.ha_method} "
+            f"{'it' if len(wrong) == 1 else 'they'} would be ignored. Drop "
+            f"{'it' if len(wrong) == 1 else 'them'}, or choose that --ha-method."
+        )
+    if config.ha_searchlight_radius is None:
+        loose = [
+            k
+            for k in SEARCHLIGHT_OPTIONS
+            if k in given or (k == "ha_sparse_radius" and config.ha_sparse_radius is not None)
+        ]
+        if loose:
+            raise UsageError(
+                f"{', '.join(map(_flag, loose))} set(s) searchlight hyperalignment; give "
+                "the sphere radius with --ha-searchlight-radius MM too, or drop "
+                f"{', '.join(map(_flag, loose))}."
+            )
+
+
 def _alignment(config):
     """The estimator of ``--ha-method`` and its parameters (defaults from the schema)."""
+    _check_method_options(config)
     params = {
         "procrustes": {},
         "ridge": {"alphas": config.ha_alphas, "cv_blocks": config.ha_cv_blocks},
@@ -229,12 +283,6 @@ def _alignment(config):
         },
     }[config.ha_method]
     if config.ha_searchlight_radius is None:
-        if config.ha_sparse_radius is not None:
-            raise UsageError(
-                f"--ha-sparse-radius {config.ha_sparse_radius:g} spaces the sphere centres of "
-                "searchlight hyperalignment; give the sphere radius with "
-                "--ha-searchlight-radius MM too, or drop --ha-sparse-radius."
-            )
         return params, _core_checked(alignment_estimator, config.ha_method, **params)
     if config.ha_method == "srm":
         raise UsageError(
@@ -251,6 +299,8 @@ def _alignment(config):
         )
     params["searchlight_radius"] = config.ha_searchlight_radius
     params["sparse_radius"] = config.ha_sparse_radius
+    params["common_space"] = config.ha_common_space
+    params["zscore_output"] = bool(config.ha_zscore_output)
     # the estimator needs the mask: built once the ROI is known (_searchlight_checked)
     return params, None
 
@@ -408,10 +458,7 @@ def _model_roi(config, path, label, reference):
     from mvpa_flows.core.data.cleaning import check_same_grid
 
     check_same_grid(img, reference, masks[0].name, "the subjects' BOLD grid")
-    try:
-        uri = f"bids::{masks[0].relative_to(config.output_dir).as_posix()}"
-    except ValueError:
-        uri = str(masks[0])
+    uri = bids_uri(masks[0], {**config.dataset_links, "": str(config.output_dir)})
     return np.asarray(img.dataobj) > 0, str(masks[0]), uri
 
 

@@ -44,6 +44,8 @@ FLAG_FOR_PARAMETER = {
     "searchlight_radius": "--ha-searchlight-radius",
     "sparse_radius": "--ha-sparse-radius",
     "n_chunks": "--searchlight-chunks",
+    "common_space": "--ha-common-space",
+    "zscore_output": "--ha-zscore-output",
     "hrf_model": "--hrf-model",
     "drift_model": "--drift-model",
     "high_pass": "--high-pass",
@@ -342,6 +344,17 @@ def build_parser():
     )
     m.add_argument(
         "--ha-sparse-radius", type=_radius, metavar="MM", help=help_of("ha_sparse_radius")
+    )
+    m.add_argument(
+        "--ha-common-space",
+        choices=schema["ha_common_space"]["enum"],
+        help=help_of("ha_common_space"),
+    )
+    m.add_argument(
+        "--ha-zscore-output",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=help_of("ha_zscore_output"),
     )
     m.add_argument("--ha-model", type=Path, metavar="DIR", help=help_of("ha_model"))
     group = parser.add_argument_group("group statistics")

@@ -518,8 +518,15 @@ def _isc_outputs(interface, runtime, model, test, aligned, maps, roi):
                 strict=True,
             )
         )
+    common = (
+        "the searchlight common space, whose dimensions are the mask voxels in their own "
+        "places (each subject's sparse map mixes only voxels of the spheres around each "
+        "voxel)"
+        if model.method == "searchlight"
+        else "the common space, whose dimensions are the ROI voxels of the reference subject"
+    )
     facts["AlignedISCSpace"] = {
-        "common": "the common space, whose dimensions are the ROI voxels of the reference subject",
+        "common": common,
         "subject": "each subject's voxels: the others' aligned data mapped back with the "
         "inverse of the subject's map",
         None: "not voxel-wise (ridge onto a PCA template): no map after alignment",

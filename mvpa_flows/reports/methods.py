@@ -224,6 +224,13 @@ WORDS = {
         if isinstance(v, dict)
         else str(v)
     ),
+    "common_space": lambda v: {
+        "mask": "the common space of one hyperalignment of the whole mask (PyMVPA's levels "
+        "1 and 2, as for the ROI models)",
+        "searchlight": "local common spaces built by levels 1 and 2 of hyperalignment in "
+        "every sphere",
+    }.get(v, str(v)),
+    "zscore_output": lambda v: "every voxel of the mapped data was z-scored" if v else "",
     "ChosenPenalties": lambda v: join_words(number(a) for a in dict.fromkeys(_list(v))),
     "NewSubjects": lambda v: join_words(_subject(s) for s in _list(v)),
     "ModelSubjects": lambda v: join_words(_subject(s) for s in _list(v)),

@@ -56,11 +56,13 @@ ALIGNMENT_METHODS = {
     "searchlight": MethodsText(
         _CLEANING + "Subjects were aligned into a common model space with searchlight "
         "hyperalignment [@guntupalli2016] (PyMVPA's algorithm [@pymvpa]): "
-        "{AlignmentParameters.method} maps [@haxby2011] were estimated in spheres of "
+        "{AlignmentParameters.method} maps [@haxby2011] onto "
+        "{AlignmentParameters.common_space} were estimated in spheres of "
         "{SearchlightRadius} mm radius centred on {SearchlightCentres} of the "
         "{NumberOfFeatures} voxels and summed into one sparse voxel-by-voxel map per subject"
-        "[[ (ridge penalties chosen: {ChosenPenalties})]], estimated on {TrainingRuns} "
-        "({TrainingSamples} samples), and " + _EVALUATION,
+        "[[ (ridge penalties chosen: {ChosenPenalties})]][[; {AlignmentParameters.zscore_output}"
+        "]]. The model was estimated on {TrainingRuns} ({TrainingSamples} samples), and "
+        + _EVALUATION,
         describes=_BSC,
     ),
     "srm": MethodsText(

@@ -167,6 +167,7 @@ def test_hyperalign_and_evaluate_fits_once_and_validates_first(monkeypatch):
         "alignment_estimator",
         "alignment_parameters",
         "check_alignment",
+        "check_searchlight_partials",
         "evaluate_new_subjects",
         "hyperalign_and_evaluate",
     ]

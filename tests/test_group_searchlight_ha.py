@@ -272,3 +272,48 @@ def test_mapped_subjects_cite_the_model_roi_with_a_bids_uri(tmp_path):
         "hamodel"
         not in json.loads((fitted / "dataset_description.json").read_text())["DatasetLinks"]
     )
+
+
+def test_evaluate_alignment_keeps_float32_training_data():
+    """No float64 copy of the training data before the fit: the estimator gets the
+    caller's float32 arrays, and every result equals the float64 run."""
+    from mvpa_flows.core.alignment.bsc import evaluate_alignment
+    from mvpa_flows.core.alignment.hyperalignment import Hyperalignment
+    from mvpa_flows.core.alignment.searchlight import SearchlightHyperalignment
+
+    seen = []
+
+    class Spy(SearchlightHyperalignment):
+        def fit(self, datasets, y=None):
+            seen.append(list(datasets))
+            return super().fit(datasets)
+
+    rng = np.random.default_rng(5)
+    mask = np.zeros((5, 5, 4), dtype=bool)
+    mask[1:4, 1:4, :] = True
+    img = nb.Nifti1Image(mask.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0]))
+    V = int(mask.sum())
+    shared = rng.standard_normal((90, V))
+    data = [shared + rng.standard_normal((90, V)) for _ in range(3)]
+    train32 = [((d - d.mean(0)) / d.std(0)).astype(np.float32) for d in (x[:60] for x in data)]
+    test = [d[60:] for d in data]
+    kw = dict(mode="segments", segment_length=10.0, tr=2.0)
+    for make in (lambda: Spy(img, radius=4.0), lambda: Hyperalignment()):
+        scores32, model32 = evaluate_alignment(train32, test, alignment=make(), **kw)
+        if len(seen) == 1:  # the searchlight estimator ran on the caller's arrays
+            assert all(a is b for a, b in zip(seen[0], train32, strict=True))
+        train64 = [d.astype(np.float64) for d in train32]
+        scores64, model64 = evaluate_alignment(train64, test, alignment=make(), **kw)
+        pd.testing.assert_frame_equal(scores32, scores64)
+        assert np.array_equal(model32.template, model64.template)
+        for a, b in zip(model32.transform(test), model64.transform(test), strict=True):
+            assert np.array_equal(a, b)
+    assert len(seen) == 2
+    with pytest.raises(InputValidationError, match=r"`train_datasets\[1\]` contains NaN"):
+        bad = [d.copy() for d in train32]
+        bad[1][3, 2] = np.nan
+        evaluate_alignment(bad, test, alignment=Hyperalignment(), **kw)
+    with pytest.raises(InputValidationError, match=r"`train_datasets\[2\]` has no voxel that"):
+        bad = [d.copy() for d in train32]
+        bad[2][:] = 1.0
+        evaluate_alignment(bad, test, alignment=Hyperalignment(), **kw)

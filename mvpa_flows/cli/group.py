@@ -543,7 +543,14 @@ def run_hyperalignment(config, described):
     subjects = list(files)
     logger.info(
         "Group %s: subjects %s%s, train runs %s, test runs %s, ROI %s (%d voxels)",
-        loaded.method if loaded is not None else config.ha_method,
+        loaded.method
+        if loaded is not None
+        else (
+            f"searchlight {config.ha_method} ({config.ha_searchlight_radius:g} mm"
+            f"{f', {config.searchlight_chunks} chunks' if config.searchlight_chunks > 1 else ''})"
+            if "searchlight_radius" in params
+            else config.ha_method
+        ),
         subjects,
         f" (new: {new}; model {model_path})" if loaded is not None else "",
         train,

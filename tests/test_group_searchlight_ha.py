@@ -145,10 +145,10 @@ def test_searchlight_chunks_beyond_the_centres_are_refused(synthetic_bids, tmp_p
 
 
 def test_searchlight_flags_reach_the_model_sidecars_and_methods(synthetic_bids, tmp_path):
-    """--ha-common-space and --ha-zscore-output: defaults (mask, on) and the other
+    """--ha-common-space and --ha-zscore-output: defaults (auto, on) and the other
     choices end in the estimator, the transforms, the sidecars and the methods text."""
     runs = {
-        "default": "",
+        "default": "--ha-common-space mask",
         "pymvpa": "--ha-common-space searchlight --no-ha-zscore-output",
     }
     for name, options in runs.items():
@@ -172,6 +172,38 @@ def test_searchlight_flags_reach_the_model_sidecars_and_methods(synthetic_bids, 
         # the ISC sentence describes the searchlight common space, not the ROI model's
         assert "in the searchlight common space, whose dimensions are the mask voxels" in text
         assert "ROI voxels of the reference subject" not in text
+
+
+def test_auto_common_space_follows_whether_the_samples_determine_a_whole_mask_map():
+    from mvpa_flows.cli.group import searchlight_common_space
+
+    assert searchlight_common_space("auto", 946, 481) == "mask"
+    assert searchlight_common_space("auto", 481, 481) == "mask"
+    assert searchlight_common_space("auto", 480, 481) == "searchlight"
+    assert searchlight_common_space("auto", 1000, 230_000) == "searchlight"
+    assert searchlight_common_space("searchlight", 946, 481) == "searchlight"
+    assert searchlight_common_space("mask", 100, 481) == "mask"
+
+
+def test_auto_common_space_is_resolved_and_recorded(synthetic_bids, tmp_path, caplog):
+    """Without --ha-common-space the app decides from the training samples and the mask
+    voxels, and the sidecars and the model record the space it used, not 'auto'."""
+    import logging
+
+    out = tmp_path / "auto"
+    with caplog.at_level(logging.INFO, logger="mvpa_flows"):
+        code = run_app(synthetic_bids, out, "group", BASE, work=tmp_path / "w")
+    assert code == 0
+    meta = json.loads((out / f"{GROUP.format('bsc')}_scores.json").read_text())
+    chosen = meta["AlignmentParameters"]["common_space"]
+    mask = nb.load(next(out.glob("tpl-objectsHA/*_mask.nii.gz")))
+    n_voxels = int(np.count_nonzero(np.asarray(mask.dataobj)))
+    model = load_model(out / "tpl-objectsHA/tpl-objectsHA_task-objects_desc-common_model.h5")
+    assert model.params["common_space"] == chosen
+    assert chosen == ("mask" if model.n_samples >= n_voxels else "searchlight")
+    assert f"common space '{chosen}' ({model.n_samples} training samples, {n_voxels} mask" in (
+        caplog.text
+    )
 
 
 OPTION_CONFLICTS = {

@@ -77,7 +77,7 @@ class RunConfig:
     ha_n_iter: int = 10
     ha_searchlight_radius: float | None = None
     ha_sparse_radius: float | None = None
-    ha_common_space: str = "mask"
+    ha_common_space: str = "auto"
     ha_zscore_output: bool = True
     ha_model: str | None = None
     random_seed: int | None = None

@@ -305,8 +305,32 @@ def _alignment(config):
     return params, None
 
 
+def searchlight_common_space(requested, n_train, n_voxels):
+    """The common space of searchlight hyperalignment for ``--ha-common-space``.
+
+    ``auto`` takes the whole-mask common space when the training samples determine a
+    hyperalignment of the whole mask (at least as many samples as mask voxels), and
+    PyMVPA's searchlight common space otherwise: with fewer samples than voxels (every
+    whole-brain mask) a whole-mask rotation is fitted to noise in the directions the
+    data do not span, while each sphere's is still determined.
+    """
+    if requested != "auto":
+        return requested
+    return "mask" if n_train >= n_voxels else "searchlight"
+
+
 def _searchlight_checked(config, params, roi, reference, n_train):
     """The searchlight estimator on the ROI, checked against the data's shape."""
+    requested = params["common_space"]
+    params["common_space"] = searchlight_common_space(requested, n_train, int(roi.sum()))
+    if requested == "auto":
+        logger.info(
+            "Searchlight hyperalignment: common space '%s' (%d training samples, %d mask "
+            "voxels; --ha-common-space auto)",
+            params["common_space"],
+            n_train,
+            int(roi.sum()),
+        )
     mask = nb.Nifti1Image(roi.astype(np.uint8), reference.affine)
     estimator = _core_checked(alignment_estimator, config.ha_method, **params, mask_img=mask)
     return _core_checked(

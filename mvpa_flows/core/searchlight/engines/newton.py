@@ -24,14 +24,19 @@ iteration, and no fold copies its training rows (a 0/1 weight per sample selects
 
 Directions
     *Squared hinge*: the generalised Hessian ``I + 2C Z_A^T Z_A`` involves only the margin
-    violators ``A`` of the training set. Every fold and label set of a sphere shares the
-    inverse of ``H = I + 2C Z^T Z`` over *all* samples; a fold's Hessian is ``H`` minus the
-    rows that are not active (the test rows and the training rows beyond the margin), so
-    its Newton direction follows from the Woodbury identity with a system the size of those
-    rows (typically 50 instead of 124 for a 123-voxel sphere), gathered from one factor per
-    sphere. Spheres whose Hessian is too ill-conditioned for the identity (very uncentred
-    data), and problems whose line search fails far from the optimum, use the direct
-    Hessian, so the iterates stay Newton iterates.
+    violators ``A`` of the training set, so a Hessian differs from a reference one
+    ``H_ref = I + 2C Z_ref^T Z_ref`` by the rows entering or leaving the active set, and its
+    Newton direction follows from the Woodbury identity with a system the size of those
+    rows, gathered from one factor of ``H_ref^-1`` (:class:`_SvcFactors`). Each label
+    set's all-samples problem is solved first, from zero, with the Hessian over *all*
+    samples as the reference (its changes are the rows beyond the margin). Its folds then
+    start at that optimum ``w*``, with the Hessian at ``w*``'s active set as the reference:
+    a fold's active set differs from it by the left-out rows and the rows that cross the
+    margin on the way (typically 50 instead of 100-120 features at 100-120 voxels per
+    sphere, and no Hessian formed or factored per fold). Problems whose changes reach the
+    number of features, spheres whose reference Hessian is too ill-conditioned for the
+    identity (very uncentred data), and problems whose line search fails far from the
+    optimum use the direct Hessian, so the iterates stay Newton iterates.
     *Logistic*: the Hessian ``C Z^T D Z`` (D = p(1-p)) changes at every iteration. Each
     label set's all-samples problem is solved first with exact Hessians (formed in float32
     far from the optimum, where only the direction is approximate; the first one, at
@@ -245,46 +250,67 @@ def _rung(r):
 
 
 class _SvcFactors:
-    """What every fold and label set of a batch of spheres shares for the squared hinge.
+    """A factor of the squared hinge's Hessian at a reference active set, per sphere and
+    label set, that the Newton directions of every fold of the label set share.
 
-    ``R`` (lower triangular, B x d x d) with ``R R^T = (I + 2C Z^T Z)^-1`` over all samples,
-    and ``F = Z_ext R`` (the samples and a zero padding row): the Woodbury system of any
-    set of rows is ``I / 2C - F_rows F_rows^T``. ``woodbury`` is False for spheres whose
-    Hessian is too ill-conditioned (very uncentred data) for the identity to give accurate
-    directions; they use the direct Hessian.
+    For reference rows ``ref`` (B, S, n) of every sphere and label set: ``R`` (lower
+    triangular, B x S x d x d) with ``R R^T = (I + 2C Z_ref^T Z_ref)^-1`` and
+    ``F = Z_ext R`` (the samples and a zero padding row). A problem whose active rows
+    differ from the reference by the rows ``U`` (added ones weighted ``+2C``, removed ones
+    ``-2C``) has the Woodbury system ``diag(-+1 / 2C) - F_U F_U^T`` (:class:`_SvcDirection`).
+    Without ``ref`` the reference is every sample (S = 1): the Hessian at zero. ``woodbury``
+    is False where the Hessian is too ill-conditioned (very uncentred data) for the
+    identity to give accurate directions; those problems use the direct Hessian.
     """
 
-    def __init__(self, Z_ext, C):
+    def __init__(self, Z_ext, C, ref=None):
         B, n1, d = Z_ext.shape
         Z = Z_ext[:, :-1]
-        H = 2.0 * C * np.matmul(Z.transpose(0, 2, 1), Z)
-        H[:, np.arange(d), np.arange(d)] += 1.0
+        if ref is None:
+            ref = np.ones((B, 1, n1 - 1), dtype=bool)
+            H = (2.0 * C * np.matmul(Z.transpose(0, 2, 1), Z))[:, None]
+        else:
+            Za = Z[:, None] * ref[..., None]  # (B, S, n, d): rows outside the reference zeroed
+            H = 2.0 * C * np.matmul(Za.transpose(0, 1, 3, 2), Za)
+        S = H.shape[1]
+        H[..., np.arange(d), np.arange(d)] += 1.0
         Hinv = np.linalg.inv(H)
-        cond = np.linalg.norm(H, axis=(1, 2)) * np.linalg.norm(Hinv, axis=(1, 2))
+        cond = np.linalg.norm(H, axis=(2, 3)) * np.linalg.norm(Hinv, axis=(2, 3))
         self.woodbury = cond <= _MAX_COND
         try:
             self.R = np.linalg.cholesky(Hinv)
         except np.linalg.LinAlgError:  # one problem at a time, so each decides for itself
             self.R = np.zeros_like(Hinv)
             for i in range(B):
-                try:
-                    self.R[i] = np.linalg.cholesky(Hinv[i])
-                except np.linalg.LinAlgError:
-                    self.woodbury[i] = False
-        self.F = np.matmul(Z_ext, self.R)
+                for j in range(S):
+                    try:
+                        self.R[i, j] = np.linalg.cholesky(Hinv[i, j])
+                    except np.linalg.LinAlgError:
+                        self.woodbury[i, j] = False
+        self.F = np.matmul(Z_ext[:, None], self.R)  # (B, S, n + 1, d)
+        self.ref = np.concatenate([ref, np.zeros((B, S, 1), dtype=bool)], axis=2)
         self.Z_ext, self.C = Z_ext, C
 
 
 class _SvcDirection:
-    """Newton directions of the squared hinge (see the module docstring)."""
+    """Newton directions of the squared hinge (see the module docstring).
+
+    Column ``q`` of the problems uses reference ``q // (Q / S)`` of the factor ``fac``
+    (the columns are grouped by label set, S groups of equal size).
+    """
 
     def __init__(self, fac, V):
         self.fac, self.train = fac, V > 0
-        self.direct = np.repeat(~fac.woodbury[:, None], len(V), axis=1)  # direct Hessian
+        Q, S = len(V), fac.R.shape[1]
+        self.group = Q // S
+        self.set_of = np.arange(Q) // self.group
+        self.direct = ~fac.woodbury[:, self.set_of]  # (B, Q): direct Hessian
 
     def restrict(self, spheres):
         self.spheres = spheres
-        self.R = self.fac.R if len(spheres) == len(self.fac.R) else self.fac.R[spheres]
+        full = len(spheres) == len(self.fac.R)
+        self.R = self.fac.R if full else self.fac.R[spheres]
+        self.ref = self.fac.ref if full else self.fac.ref[spheres]
 
     def fallback(self, b, q):
         new = ~self.direct[self.spheres[b], q]
@@ -293,24 +319,31 @@ class _SvcDirection:
 
     def __call__(self, it, live, M, G, rel):
         F, C, sp = self.fac.F, self.fac.C, self.spheres
-        n = F.shape[1] - 1
-        d = F.shape[2]
+        Bl, Q, d = G.shape
+        n = F.shape[2] - 1
+        S = self.R.shape[1]
         act = self.train[None] & (M < 1.0)  # the training samples inside the margin
-        r = n - act.sum(axis=2)  # every other sample leaves the all-samples Hessian
+        ref = self.ref[:, self.set_of]  # (Bl, Q, n + 1), the padding row never in it
+        changed = ref[..., :n] != act  # rows entering or leaving the reference Hessian
+        r = changed.sum(axis=2)
         rung = _rung(r)
         use = live & ~self.direct[sp] & (rung > 0) & (rung < d)
-        A = np.matmul(G, self.R)  # rows: R^T g
+        A = np.matmul(G.reshape(Bl, S, self.group, d), self.R).reshape(Bl, Q, d)  # R^T g
         for u in np.unique(rung[use]):
             bi, qi = np.nonzero(use & (rung == u))
-            idx = np.argsort(act[bi, qi], axis=1, kind="stable")[:, :u]  # inactive first
+            idx = np.argsort(~changed[bi, qi], axis=1, kind="stable")[:, :u]  # changed first
             idx[np.arange(u)[None, :] >= r[bi, qi][:, None]] = n  # padding: the zero row
-            Fu = F[sp[bi][:, None], idx]  # (s, u, d)
-            S = -np.matmul(Fu, Fu.transpose(0, 2, 1))
-            S[:, np.arange(u), np.arange(u)] += 0.5 / C
+            si = self.set_of[qi][:, None]
+            Fu = F[sp[bi][:, None], si, idx]  # (s, u, d)
+            S_ = -np.matmul(Fu, Fu.transpose(0, 2, 1))
+            # removed rows (and the padding) +1/2C, added rows -1/2C
+            removed = ref[bi[:, None], qi[:, None], idx] | (idx == n)
+            S_[:, np.arange(u), np.arange(u)] += np.where(removed, 0.5 / C, -0.5 / C)
             a = A[bi, qi]
-            q = np.linalg.solve(S, _matvec(Fu, a)[..., None])[..., 0]
+            q = np.linalg.solve(S_, _matvec(Fu, a)[..., None])[..., 0]
             A[bi, qi] = a + _rmatvec(Fu, q)
-        P = -np.matmul(A, self.R.transpose(0, 2, 1))  # rows: -R (R^T g + F_u^T q)
+        Rt = self.R.transpose(0, 1, 3, 2)
+        P = -np.matmul(A.reshape(Bl, S, self.group, d), Rt).reshape(Bl, Q, d)  # -R (a + F_u^T q)
         bi, qi = np.nonzero(live & ~use)
         if len(bi):
             Za = self.fac.Z_ext[sp[bi], :n] * act[bi, qi][..., None]
@@ -483,6 +516,18 @@ def _solve_logistic(Z, Z32, Gram, Y, V, F, n_sets, loss):
     return newton(Z, Y, V, loss, chord, W0=np.repeat(Ws, F, axis=1))[1]
 
 
+def _solve_svc(Z_ext, Y, V, F, n_sets, loss, fac):
+    """Squared-hinge decision values of every column: each label set's all-samples
+    problem first (from zero, Woodbury downdates of the Hessian at zero), then its folds
+    from that optimum, with the Hessian at its active set as the reference."""
+    n = Z_ext.shape[1] - 1
+    Z = Z_ext[:, :n]
+    Ys, Vs = Y[::F], np.ones((n_sets, n))
+    Ws, ZWs = newton(Z, Ys, Vs, loss, _SvcDirection(fac, Vs))
+    ref = _SvcFactors(Z_ext, loss.C, Ys[None] * ZWs < 1.0)
+    return newton(Z, Y, V, loss, _SvcDirection(ref, V), W0=np.repeat(Ws, F, axis=1))[1]
+
+
 def _solve_batch(kind, Xg, bias, labels, folds, C, offs):
     """Decision values (n_sets, B, n_test_all) of one batch of spheres (Xg: (B, n, k))."""
     B, n, k = Xg.shape
@@ -508,7 +553,7 @@ def _solve_batch(kind, Xg, bias, labels, folds, C, offs):
                             for s in sets])  # fmt: skip
         V = np.tile(Vf, (len(sets), 1))
         if kind == "svc":
-            _, ZW = newton(Z, Y, V, loss, _SvcDirection(fac, V))
+            ZW = _solve_svc(Z_ext, Y, V, F, len(sets), loss, fac)
         else:
             ZW = _solve_logistic(Z, Z32, Gram, Y, V, F, len(sets), loss)
         for j, s in enumerate(sets):

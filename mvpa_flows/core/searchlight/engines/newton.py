@@ -579,7 +579,10 @@ def _run(ctx, kind):
         # samples (gathered and with the intercept), R and F, the problems' states, and
         # for logistic the chord inverses of every problem
         chord = 2 * Q * (n * d + d * d) // len(ctx.folds) + 2 * Q * 32 * d
-        return 8 * (3 * (n + 1) * d + 3 * d * d + 6 * Q * (n + d) + (kind == "logistic") * chord)
+        # for svc, the reference factors (R, F and their temporaries) of every label set
+        refs = max(1, Q // len(ctx.folds)) * (2 * (n + 1) * d + 3 * d * d)
+        own = chord if kind == "logistic" else refs
+        return 8 * (3 * (n + 1) * d + 3 * d * d + 6 * Q * (n + d) + own)
 
     def chunk(job):
         k, rows, cols = job

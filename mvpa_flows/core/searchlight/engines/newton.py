@@ -63,6 +63,8 @@ MAX_ITER = 100
 #: below this relative gradient a rejected full Newton step means rounding, not distance
 _FLOOR = 1e-8
 _TS = 0.5 ** np.arange(30)  # backtracking step sizes
+#: the step sizes the line search tries together: the full step first, then a few, then all
+_STEP_GROUPS = ((0, 1), (1, 4), (4, None))
 #: sizes the Woodbury systems are padded to (per problem, so shapes never depend on the batch)
 _RUNGS = np.array([8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536])
 #: Hessians more ill-conditioned than this (Frobenius estimate) skip the Woodbury identity
@@ -89,18 +91,20 @@ def _first_armijo(f, f0, gp, steps):
     """Index of the first step size meeting Armijo's condition (-1 if none).
 
     ``f(T, i)`` evaluates the objective at step sizes ``T`` for problems ``i``. The full
-    step is tried first for every problem; only problems that reject it evaluate the
-    shorter steps (the answer is the same as trying them all).
+    step is tried first for every problem, then the next three, then the others, each
+    group only by the problems that rejected every longer step (the answer is the same as
+    trying them all).
     """
     first = np.full(len(f0), -1)
-    all_ = np.arange(len(f0))
-    ok1 = f(steps[:1], all_)[0] <= f0 + 1e-4 * steps[0] * gp
-    first[ok1] = 0
-    rest = np.flatnonzero(~ok1)
-    if len(rest):
-        ft = f(steps[1:], rest)
-        ok = ft <= f0[rest][None] + 1e-4 * steps[1:, None] * gp[rest][None]
-        first[rest] = np.where(ok.any(axis=0), np.argmax(ok, axis=0) + 1, -1)
+    rest = np.arange(len(f0))
+    for lo, hi in _STEP_GROUPS:
+        if not len(rest) or lo >= len(steps):
+            break
+        s = steps[lo:hi]
+        ok = f(s, rest) <= f0[rest][None] + 1e-4 * s[:, None] * gp[rest][None]
+        hit = ok.any(axis=0)
+        first[rest[hit]] = lo + np.argmax(ok[:, hit], axis=0)
+        rest = rest[~hit]
     return first
 
 

@@ -30,7 +30,6 @@ import argparse
 import os
 import sys
 import time
-import tracemalloc
 import warnings
 
 import nibabel as nib
@@ -155,19 +154,68 @@ def time_ours(imgs, mask_img, y, runs, name, radius, n_jobs, process=None, n_per
     return best
 
 
-def peak_memory(imgs, mask_img, y, runs, name, radius, n_jobs, process):
-    """Peak traced memory (MiB) of SearchLight.fit on at most 5,000 of the centres.
+def _status_mib(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
-    tracemalloc slows every numpy allocation, so timed runs are untraced; the engines work
-    in bounded chunks of spheres, so the peak does not grow with the centres beyond that.
+
+def probe_memory(grid, name, radius, n_jobs, centres):
+    """Child process: whole-process peak resident memory of one whole-mask SearchLight.fit.
+
+    The data are made first, the kernel's high-water mark is reset (Linux
+    ``/proc/self/clear_refs``), then the fit runs on every mask voxel. With ``centres``,
+    the engine computes only its batches of the largest spheres covering that many
+    centres: everything a whole-mask run allocates for all centres (the samples, the
+    adjacency, per-voxel statistics, the batches' column lists, the score arrays) is
+    allocated as in the full run, and the engines then hold one bounded batch per thread,
+    so the peak is the whole run's. Prints one JSON line.
     """
-    subset = np.zeros(process.shape, dtype=bool)
-    subset.flat[np.flatnonzero(process)[:5000]] = True
-    tracemalloc.start()
-    fit_ours(imgs, mask_img, y, runs, name, radius, n_jobs, subset)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return peak / 1024**2
+    import gc
+    import json
+
+    imgs, mask_img, _, y, runs = make_data(grid)
+    gc.collect()
+    if centres:
+        from mvpa_flows.core.searchlight.engines import lda, newton, ridge
+
+        module = {"lda": lda, "ridge": ridge, "svc": newton, "logistic": newton}[name]
+        full = module.size_batches
+
+        def largest_batches(A, bytes_per_sphere):
+            batches, kept, n = full(A, bytes_per_sphere), [], 0
+            while batches and n < centres:
+                kept.append(batches.pop())
+                n += len(kept[-1][1])
+            return kept[::-1]
+
+        module.size_batches = largest_batches
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_mib("VmRSS")
+    _, wall, cpu, _ = fit_ours(imgs, mask_img, y, runs, name, radius, n_jobs)
+    out = dict(peak=_status_mib("VmHWM"), before=before, wall=wall, cpu=cpu, load=loadavg())
+    print("MEMORY " + json.dumps(out), flush=True)
+
+
+def peak_memory(args, name, radius):
+    """Whole-process peak RSS (MiB) of a whole-mask fit, and the RSS before it (the data),
+    measured in a fresh process (:func:`probe_memory`); NaNs where /proc is absent."""
+    import json
+    import subprocess
+
+    if not os.path.exists("/proc/self/clear_refs"):
+        return float("nan"), float("nan"), ""
+    centres = args.memory_centres if name in SLOW else 0
+    cmd = [sys.executable, os.path.abspath(__file__), "--grid", args.grid, "--n-jobs",
+           str(args.n_jobs), "--probe-memory", name, str(radius), str(centres)]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    line = [x for x in run.stdout.splitlines() if x.startswith("MEMORY ")][-1]
+    res = json.loads(line[len("MEMORY ") :])
+    note = f" (largest spheres, {centres} centres)" if centres else ""
+    return res["peak"], res["before"], note
 
 
 def _nilearn_fit(imgs, mask_img, mask, y, runs, name, radius, idx):
@@ -227,14 +275,14 @@ def run_engine_cases(args, data, idx, radius, name, rows):
                 )
                 n_c, note = n_mask, ""
             process = block if note else mask
-            mem = peak_memory(imgs, mask_img, y, runs, name, radius, args.n_jobs, process)
+            mem, mem_before, mem_note = peak_memory(args, name, radius)
             ours_map, candidates = sl.scores_, np.flatnonzero(process[mask])
         else:
             proc = subset_mask(mask, idx[case])
             sl, wall, cpu, core, load = time_ours(
                 imgs, mask_img, y, runs, name, radius, args.n_jobs, proc
             )
-            n_c, note, mem = len(idx[case]), "", float("nan")
+            n_c, note, mem, mem_before, mem_note = len(idx[case]), "", float("nan"), 0.0, ""
             if ours_map is None:
                 ours_map, candidates = sl.scores_, idx[case]
         per_centre[case] = wall / n_c
@@ -252,6 +300,7 @@ def run_engine_cases(args, data, idx, radius, name, rows):
                 whole_min=wall / n_c * n_mask / 60,
                 whole_cpu_min=cpu / n_c * n_mask / 60 / args.n_jobs,
                 mem=mem,
+                mem_before=mem_before,
                 load=load,
                 note=note,
             )
@@ -262,7 +311,12 @@ def run_engine_cases(args, data, idx, radius, name, rows):
             f"ms/centre  whole mask ~{wall / n_c * n_mask / 60:6.1f} min "
             f"(~{cpu / n_c * n_mask / 60 / args.n_jobs:5.1f} min on {args.n_jobs} idle cores "
             f"from CPU time)  load {load:.2f} "
-            + ("" if np.isnan(mem) else f"peak {mem:.0f} MiB traced ")
+            + (
+                ""
+                if np.isnan(mem)
+                else f"peak RSS {mem:.0f} MiB whole mask{mem_note}, {mem_before:.0f} MiB "
+                "resident before the fit (the data) "
+            )
             + note,
             flush=True,
         )
@@ -302,7 +356,7 @@ def print_table(rows, grid):
     print(
         "\n| grid | radius (mm) | engine | case | centres | ours (ms/centre) | CPU (ms/centre) "
         "| whole mask (min) | idle cores (min) | nilearn (ms/centre) | nilearn CPU (ms/centre) "
-        "| ratio | CPU ratio | peak (MiB) | identical | load |"
+        "| ratio | CPU ratio | peak RSS (MiB) | identical | load |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -348,7 +402,19 @@ def main(argv=None):
     p.add_argument(
         "--quick", action="store_true", help="gnb, ridge and correlation at 5.6 mm, whole mask"
     )
+    p.add_argument(
+        "--memory-centres",
+        type=int,
+        default=4000,
+        help="centres computed in the whole-mask peak-memory run of lda/svc/logistic "
+        "(their largest spheres; the rest of the run is allocated as for every centre)",
+    )
+    p.add_argument("--probe-memory", nargs=3, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.probe_memory:
+        name, radius, centres = args.probe_memory
+        probe_memory(args.grid, name, float(radius), args.n_jobs, int(centres))
+        return 0
     args.engines = args.engines or (["gnb", "ridge", "correlation"] if args.quick else ENGINES)
     if args.grid == "2mm":
         args.radii = args.radii or [6.0]

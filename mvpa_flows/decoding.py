@@ -39,6 +39,23 @@ def _load_mask(img, ref, name):
     return img, data != 0
 
 
+def _masked_samples(imgs, mask):
+    """(n_volumes, n_mask_voxels) C-ordered samples, one volume at a time.
+
+    Kept in float32 when the image's values fit it exactly (float32, or integers and
+    float16): the searchlight upcasts the voxels it computes on, so its answers are those of
+    a float64 copy, and no copy of the whole image in either precision is made.
+    """
+    data = np.asanyarray(imgs.dataobj)
+    dtype = np.result_type(data.dtype, np.float32)
+    if dtype != np.float32:
+        dtype = np.float64
+    X = np.empty((data.shape[3], int(mask.sum())), dtype=dtype)
+    for i in range(data.shape[3]):
+        X[i] = data[..., i][mask]
+    return X
+
+
 class SearchLight(BaseEstimator):
     """Searchlight decoding with the interface of ``nilearn.decoding.SearchLight``.
 
@@ -182,8 +199,7 @@ class SearchLight(BaseEstimator):
             _, process_mask = _load_mask(self.process_mask_img, imgs, "process_mask_img")
         A = sphere_adjacency(mask, imgs.affine, radius, process_mask)
         process_mask = process_mask & mask
-        data = np.asanyarray(imgs.dataobj)
-        X = np.ascontiguousarray(data[mask].T, dtype=np.float64)
+        X = _masked_samples(imgs, mask)
         res = search_light(
             X,
             y,

@@ -282,3 +282,29 @@ def test_logistic_map_is_the_optimum_that_nilearn_reaches_with_a_tight_solver(ha
                 explained = gap > 1e-8
                 break
             assert explained, f"sphere {row} differs from nilearn's default fit without cause"
+
+
+@pytest.mark.parametrize(
+    "dtype, stored", [(np.float32, np.float32), (np.int16, np.float32), (np.float64, np.float64)]
+)
+def test_samples_are_read_in_the_images_precision_and_give_the_float64_map(dtype, stored):
+    """SearchLight reads the masked samples volume by volume, in float32 when the image's
+    values fit it exactly (no float64 copy of the data); the map equals the one computed
+    on float64 samples."""
+    from mvpa_flows.core.searchlight import search_light
+    from mvpa_flows.decoding import _masked_samples
+
+    imgs, y, runs = _tiny_image(3)
+    data = (np.asarray(imgs.dataobj) * 300 + 40).astype(dtype)
+    imgs = nib.Nifti1Image(data, imgs.affine)
+    mask = np.ones(data.shape[:3], dtype=bool)
+    mask[0, 0] = False
+    X = _masked_samples(imgs, mask)
+    assert X.dtype == stored and X.flags.c_contiguous
+    np.testing.assert_array_equal(X, data[mask].T)
+    mask_img = nib.Nifti1Image(mask.astype(np.uint8), imgs.affine)
+    A = sphere_adjacency(mask, imgs.affine, 4.0)
+    for est in ("gnb", "lda"):
+        ours = SearchLight(mask_img, radius=4.0, estimator=est).fit(imgs, y, runs)
+        ref = search_light(data[mask].T.astype(np.float64), y, est, A, groups=runs)
+        np.testing.assert_array_equal(ours.masked_scores_, ref.scores)

@@ -131,3 +131,18 @@ def test_radius_beyond_the_mask_matches_nilearn_on_synthetic_grid():
     A = sphere_adjacency(mask, affine, 40.0)  # ~2x the box: every sphere is the whole mask
     assert (A != _nilearn_adjacency(mask, affine, 40.0, mask)).nnz == 0
     assert A.nnz == mask.sum() ** 2
+
+
+def test_growing_index_buffer_gives_the_same_adjacency(monkeypatch):
+    """The indices are written into a buffer grown in place; a tiny working table (many
+    chunks, many growths) gives the adjacency of the default one, and nilearn's."""
+    from mvpa_flows.core.searchlight import neighbourhoods
+
+    _, affine, mask = _case(5, shape=(9, 8, 7))
+    A = sphere_adjacency(mask, affine, 7.0)
+    monkeypatch.setattr(neighbourhoods, "_TABLE_ENTRIES", 50)
+    B = sphere_adjacency(mask, affine, 7.0)
+    assert B.indices.dtype == np.int32 and B.indptr.dtype == np.int32
+    np.testing.assert_array_equal(B.indptr, A.indptr)
+    np.testing.assert_array_equal(B.indices, A.indices)
+    assert (B != _nilearn_adjacency(mask, affine, 7.0, mask)).nnz == 0

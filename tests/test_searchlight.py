@@ -548,3 +548,56 @@ def test_missing_labels_are_refused_not_a_class(missing):
         ValueError, match=r"Parameter 'y' has 1 missing label\(s\).*sample\(s\) \[3\]"
     ):
         search_light(X, y, "gnb", A, groups=np.repeat(np.arange(3), 4))
+
+
+@pytest.mark.parametrize("est", ["gnb", "lda", "ridge", "svc"])
+def test_float32_samples_are_kept_and_give_the_float64_answers(est, monkeypatch):
+    """float32 samples are not copied to float64; the engines upcast what they compute on,
+    so scores and decision values equal those of the float64 copy bit for bit."""
+    X, y, runs, mask = _data(seed=5, shape=(6, 5, 5))
+    X32 = (X * 30.0 + 500.0).astype(np.float32)  # an offset: the centring is exercised
+    A = sphere_adjacency(mask, AFFINE, 4.0)
+    dtypes = []
+    real = sl.run_engine
+
+    def spy(name, ctx):
+        dtypes.append(ctx.X.dtype)
+        return real(name, ctx)
+
+    monkeypatch.setattr(sl, "run_engine", spy)
+    for scoring in ("accuracy", "roc_auc"):
+        kw = dict(groups=runs, scoring=scoring, return_fold_scores=True)
+        r32 = search_light(X32, y, est, A, **kw)
+        r64 = search_light(X32.astype(np.float64), y, est, A, **kw)
+        np.testing.assert_array_equal(r32.fold_scores, r64.fold_scores)
+    assert dtypes == [np.float32, np.float64] * 2
+    est_ = resolve_estimator(est)
+    _, p32, d32 = _engine_outputs(select_engine(est_), est_, X32, A, y, _folds(runs))
+    _, p64, d64 = _engine_outputs(
+        select_engine(est_), est_, X32.astype(np.float64), A, y, _folds(runs)
+    )
+    np.testing.assert_array_equal(d32, d64)
+    np.testing.assert_array_equal(p32, p64)
+
+
+def test_column_mean_is_the_float64_mean_bit_for_bit():
+    from mvpa_flows.core.searchlight.engines._context import column_mean
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((37, 1000)) * rng.uniform(0.1, 1e4, 1000) + 1e5
+    for A in (X.astype(np.float32), X):
+        np.testing.assert_array_equal(column_mean(A, chunk=64), A.astype(np.float64).mean(axis=0))
+
+
+def test_gnb_blocks_of_spheres_equal_one_block(monkeypatch):
+    """GaussianNB's sparse products run over blocks of spheres: the answers do not depend
+    on the block size."""
+    from mvpa_flows.core.searchlight.engines import gnb
+
+    X, y, runs, mask = _data(seed=6, shape=(6, 5, 5))
+    A = sphere_adjacency(mask, AFFINE, 4.0)
+    kw = dict(groups=runs, scoring="roc_auc", return_fold_scores=True)
+    one = search_light(X, y, "gnb", A, **kw)
+    monkeypatch.setattr(gnb, "_NNZ_BLOCK", 7)
+    many = search_light(X, y, "gnb", A, **kw)
+    np.testing.assert_array_equal(many.fold_scores, one.fold_scores)

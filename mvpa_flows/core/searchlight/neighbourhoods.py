@@ -29,7 +29,7 @@ from .._validation import check_number
 __all__ = ["check_radius", "sphere_adjacency", "sphere_offsets"]
 
 #: entries of the (centre x offset) table built at once; bounds memory for any radius
-_TABLE_ENTRIES = 4 * 1024**2
+_TABLE_ENTRIES = 1024**2
 
 
 def _check_mask(mask, name):
@@ -137,7 +137,8 @@ def sphere_adjacency(mask, affine, radius, process_mask=None):
 
     Notes
     -----
-    Memory is that of the result plus a bounded working table, whatever the radius.
+    Memory is that of the result plus a bounded working table, whatever the radius: the
+    column indices are written once, into a buffer grown and trimmed in place.
     """
     mask = _check_mask(mask, "mask")
     affine = np.asarray(affine, dtype=float)
@@ -186,7 +187,10 @@ def sphere_adjacency(mask, affine, radius, process_mask=None):
     col_flat = col_of.ravel()
     step = max(1, _TABLE_ENTRIES // len(flat_o))
     counts = np.empty(n_centres, dtype=np.int64)
-    parts = []
+    # the column indices are written into one growing int32 buffer (grown and trimmed in
+    # place by realloc), so the build never holds the indices twice
+    indices = np.empty(min(n_centres * len(flat_o), _TABLE_ENTRIES), dtype=np.int32)
+    nnz = 0
     for c0 in range(0, n_centres, step):
         rows = slice(c0, min(n_centres, c0 + step))
         table = col_flat[flat_c[rows, None] + flat_o[None, :]]  # (chunk, n_off)
@@ -198,15 +202,22 @@ def sphere_adjacency(mask, affine, radius, process_mask=None):
             table[r[d2 > radius * radius], j] = -1
         present = table >= 0
         counts[rows] = present.sum(axis=1)
-        parts.append(table[present])
-    # 32-bit indices whenever they fit (scipy would widen the indices to the indptr's type)
-    index_type = np.int32 if counts.sum() < np.iinfo(np.int32).max else np.int64
+        found = table[present]
+        if nnz + len(found) > len(indices):
+            # room for the rest at this chunk's density, and at least 1.5 times the buffer
+            rest = int(len(found) / (rows.stop - c0) * (n_centres - c0))
+            size = max(nnz + rest, len(indices) * 3 // 2)
+            indices.resize(min(n_centres * len(flat_o), size), refcheck=False)
+        indices[nnz : nnz + len(found)] = found
+        nnz += len(found)
+        del table, present, found
+    indices.resize(nnz, refcheck=False)
+    # 32-bit indices whenever they fit (scipy widens the indices to the indptr's type)
+    index_type = np.int32 if nnz < np.iinfo(np.int32).max else np.int64
     indptr = np.zeros(n_centres + 1, dtype=index_type)
     np.cumsum(counts, out=indptr[1:])
-    indices = np.concatenate(parts).astype(index_type, copy=False)
     A = sparse.csr_matrix(
-        (np.ones(len(indices), dtype=bool), indices, indptr),
-        shape=(n_centres, n_mask),
+        (np.ones(nnz, dtype=bool), indices, indptr), shape=(n_centres, n_mask), copy=False
     )
     A.has_sorted_indices = True
     if n_centres and counts.max() <= 1:

@@ -27,7 +27,9 @@ class EngineContext:
     estimator : scikit-learn estimator
         The resolved estimator (engines read its parameters).
     X : ndarray of shape (n_samples, n_voxels)
-        Samples, float64, C-contiguous; the columns are those of ``A``.
+        Samples, C-contiguous; the columns are those of ``A``. float64, or float32 (the
+        caller's precision, kept to save memory) for engines that upcast what they
+        compute on (:func:`gather`, :func:`column_mean`).
     A : scipy.sparse.csr_matrix of shape (n_spheres, n_voxels)
         Sphere x voxel adjacency with sorted indices, every row non-empty.
     labels : ndarray of shape (n_sets, n_samples)
@@ -103,26 +105,26 @@ class EngineContext:
 # --------------------------------------------------------------------------- #
 # helpers shared by engines
 # --------------------------------------------------------------------------- #
-def restrict_columns(A, X, keep=1.0):
+def restrict_columns(A, X, keep=1.0, dtype=np.float64):
     """The columns of ``X`` that rows of CSR ``A`` use, and ``A`` re-indexed to them.
 
-    Returns (cols, X[:, cols] as C-contiguous float64, A over those columns). When the used
+    Returns (cols, X[:, cols] as C-contiguous ``dtype``, A over those columns). When the used
     columns exceed ``keep`` times all columns, nothing is removed (copying nearly every
-    column costs more than it saves): ``cols`` is None and ``X`` is only made float64
+    column costs more than it saves): ``cols`` is None and ``X`` is only made ``dtype``
     C-contiguous. Column order is kept, so every row's entries keep their order, and an
     engine's answers are the same either way.
     """
     used = np.zeros(A.shape[1], dtype=bool)
     used[A.indices] = True
     if used.sum() >= keep * A.shape[1]:
-        return None, np.ascontiguousarray(X, dtype=np.float64), A
+        return None, np.ascontiguousarray(X, dtype=dtype), A
     cols = np.flatnonzero(used)
     remap = np.cumsum(used, dtype=np.int64) - 1
     A_used = sparse.csr_matrix(
         (A.data, remap[A.indices].astype(A.indices.dtype), A.indptr), shape=(A.shape[0], len(cols))
     )
     A_used.has_sorted_indices = A.has_sorted_indices
-    return cols, np.ascontiguousarray(X[:, cols], dtype=np.float64), A_used
+    return cols, np.ascontiguousarray(X[:, cols], dtype=dtype), A_used
 
 
 def spmm(A, Q, n_jobs):
@@ -173,9 +175,26 @@ def sample_rows(Xg, rows):
     return np.ascontiguousarray(Xg[:, rows])
 
 
-def gather(X, cols):
-    """(n_spheres, n_samples, k) block of ``X`` for the spheres' columns."""
-    return np.ascontiguousarray(X[:, cols].transpose(1, 0, 2))
+def gather(X, cols, shift=None):
+    """(n_spheres, n_samples, k) float64 block of ``X - shift`` for the spheres' columns.
+
+    ``X`` may be stored as float32: the values are upcast before ``shift`` (n_voxels,) is
+    subtracted, so the block is bit-identical to the one gathered from a float64 copy.
+    """
+    G = np.ascontiguousarray(X[:, cols].transpose(1, 0, 2), dtype=np.float64)
+    if shift is not None:
+        G -= shift[cols][:, None, :]
+    return G
+
+
+def column_mean(X, chunk=8192):
+    """Mean of every column of ``X`` (float32 or float64) in float64, bit-identical to
+    ``X.astype(np.float64).mean(axis=0)`` without the full float64 copy."""
+    out = np.empty(X.shape[1])
+    for c0 in range(0, X.shape[1], chunk):
+        block = np.asarray(X[:, c0 : c0 + chunk], dtype=np.float64)
+        out[c0 : c0 + chunk] = block.mean(axis=0)
+    return out
 
 
 def sum_atoms(stats, train_atoms, n_atoms, total=None):

@@ -20,11 +20,35 @@ from scipy import sparse
 from scipy.special import expit, logsumexp
 
 from ..._parallel import thread_map
-from ._context import BUDGET, row_max
+from ._context import BUDGET, column_mean, row_max
 
 _GNB_E_MAX = 1e-7
 _TINY_VAR = 1e-290
 _VCHUNK = 4096
+#: adjacency entries given float64 weights at once in the sparse products
+_NNZ_BLOCK = 2 * 1024**2
+
+
+def _row_blocks(A):
+    """Blocks of rows of a boolean CSR ``A``: (start, stop, block weighted 1.0 in float64).
+
+    scipy multiplies row by row, so every row of a block's product sums the same terms in
+    the same order as a product with the whole float64 matrix; only one block's float64
+    weights (and products) exist at a time.
+    """
+    n = A.shape[0]
+    r0 = 0
+    while r0 < n:
+        r1 = int(np.searchsorted(A.indptr, A.indptr[r0] + _NNZ_BLOCK, side="right")) - 1
+        r1 = min(n, max(r1, r0 + 1))
+        lo, hi = A.indptr[r0], A.indptr[r1]
+        Ab = sparse.csr_matrix(
+            (np.ones(hi - lo), A.indices[lo:hi], A.indptr[r0 : r1 + 1] - lo),
+            shape=(r1 - r0, A.shape[1]),
+        )
+        Ab.has_sorted_indices = True
+        yield r0, r1, Ab
+        r0 = r1
 
 
 def _onehot(codes, n_codes):
@@ -116,35 +140,37 @@ def _gnb_fold(
         M[:, b2 : b2 + K] = lv
         M[:, b2 + K : b2 + 2 * K] = inv
         M[:, b2 + 2 * K :] = inv * inv
-    R = A @ M  # (n_sph, cols)
-    lognorm = (
-        R[:, b2 : b2 + G]
-        + es[:, None] * R[:, b2 + G : b2 + 2 * G]
-        - 0.5 * (es * es)[:, None] * R[:, b2 + 2 * G :]
-    )  # (n_sph, G)
-    quad = R[:, base:b2]
-    quad *= -es[:, None]
-    quad += R[:, :base]
-    jll = quad.reshape(-1, G, n_te)
-    jll *= -0.5
     logp = np.log(cnt / cnt.sum())
     lp = logp[1:] - logp[:1] if K == 2 else logp
-    jll += (lp[None, :] - 0.5 * lognorm)[:, :, None]
-    rows = np.flatnonzero(bad)
-    if K == 2:
-        d = jll[:, 0]
+    for r0, r1, Ab in _row_blocks(A):
+        R = Ab @ M  # (block, cols)
+        e = es[r0:r1]
+        lognorm = (
+            R[:, b2 : b2 + G]
+            + e[:, None] * R[:, b2 + G : b2 + 2 * G]
+            - 0.5 * (e * e)[:, None] * R[:, b2 + 2 * G :]
+        )  # (block, G)
+        quad = R[:, base:b2]
+        quad *= -e[:, None]
+        quad += R[:, :base]
+        jll = quad.reshape(-1, G, n_te)
+        jll *= -0.5
+        jll += (lp[None, :] - 0.5 * lognorm)[:, :, None]
+        rows = np.flatnonzero(bad[r0:r1])
+        if K == 2:
+            d = jll[:, 0]
+            if len(rows):
+                ex = _gnb_exact(X, mu, tr, te, ytr, K, vs, A, rows + r0)
+                d[rows] = ex[:, 1] - ex[:, 0]
+            pred_out[r0:r1] = d > 0
+            if need_dec:
+                dec_out[r0:r1] = expit(d)
+            continue
         if len(rows):
-            ex = _gnb_exact(X, mu, tr, te, ytr, K, vs, A, rows)
-            d[rows] = ex[:, 1] - ex[:, 0]
-        pred_out[:] = d > 0
+            jll[rows] = _gnb_exact(X, mu, tr, te, ytr, K, vs, A, rows + r0)
+        pred_out[r0:r1] = np.argmax(jll, axis=1)
         if need_dec:
-            dec_out[:] = expit(d)
-        return
-    if len(rows):
-        jll[rows] = _gnb_exact(X, mu, tr, te, ytr, K, vs, A, rows)
-    pred_out[:] = np.argmax(jll, axis=1)
-    if need_dec:
-        dec_out[:] = np.exp(jll[:, 1] - logsumexp(jll, axis=1))
+            dec_out[r0:r1] = np.exp(jll[:, 1] - logsumexp(jll, axis=1))
 
 
 def run(ctx):
@@ -152,10 +178,9 @@ def run(ctx):
     est, X, A, labels, folds = ctx.estimator, ctx.X, ctx.A, ctx.labels, ctx.folds
     n_classes, need_dec, n_jobs = ctx.n_classes, ctx.need_dec, ctx.n_jobs
     vs = float(est.var_smoothing)
-    Af = sparse.csr_matrix((A.data.astype(np.float64), A.indices, A.indptr), shape=A.shape)
     n_sph, K, V = A.shape[0], n_classes, X.shape[1]
     n = len(X)
-    mu = X.mean(axis=0)  # GaussianNB is shift-invariant; centring keeps the sums exact
+    mu = column_mean(X)  # GaussianNB is shift-invariant; centring keeps the sums exact
     atom, n_atoms, train_atoms, test_atoms = ctx.atoms
     offs = ctx.test_offsets
     chunks = [slice(v, min(V, v + _VCHUNK)) for v in range(0, V, _VCHUNK)]
@@ -215,8 +240,8 @@ def run(ctx):
                 _gnb_fold(
                     X,
                     mu,
-                    np.ascontiguousarray((X[te] - mu).T),  # per fold: V x n_te, not V x n
-                    Af,
+                    np.subtract(X[te].T, mu[:, None], out=np.empty((V, len(te)))),
+                    A,
                     tr,
                     te,
                     y[tr],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..._parallel import thread_imap
-from ._context import gather, sample_rows, size_batches, solve_spd
+from ._context import column_mean, gather, sample_rows, size_batches, solve_spd
 
 
 def _weighted_sq_norm(A, AA, b, sigma, w):
@@ -130,7 +130,8 @@ def run(ctx):
     labels, folds, K, need_dec = ctx.labels, ctx.folds, ctx.n_classes, ctx.need_dec
     shrinkage = ctx.estimator.shrinkage
     auto = shrinkage == "auto"
-    X = ctx.X - ctx.X.mean(axis=0)  # LDA is shift-invariant; centring keeps sums exact
+    X = ctx.X
+    mu = column_mean(X)  # LDA is shift-invariant; centring keeps sums exact
     n = len(X)
     offs = ctx.test_offsets
     F = len(folds)
@@ -147,7 +148,7 @@ def run(ctx):
 
     def chunk(job):
         k, rows, cols = job
-        Xg = gather(X, cols)  # (B, n, k)
+        Xg = gather(X, cols, mu)  # (B, n, k)
         B = Xg.shape[0]
         diag = np.arange(k)
         out = []

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..._parallel import thread_imap
-from ._context import gather, sample_rows, size_batches, solve
+from ._context import column_mean, gather, sample_rows, size_batches, solve
 
 #: spheres with a larger (Frobenius) condition number of H solve every fold directly
 _MAX_COND = 1e10
@@ -67,7 +67,8 @@ def run(ctx):
         Yc[np.arange(K), np.arange(K)] = 1.0
     offs = ctx.test_offsets
     L = len(labels)
-    X = ctx.X - ctx.X.mean(axis=0)  # ridge centres on the training mean: any shift cancels
+    X = ctx.X
+    mu = column_mean(X)  # ridge centres on the training mean: any shift cancels
     n = len(X)
     Y = Yc[labels.T].reshape(n, L * T)  # every label set's targets
     v = np.zeros((len(folds), n))
@@ -77,7 +78,7 @@ def run(ctx):
 
     def chunk(job):
         k, rows, cols = job
-        Xg = gather(X, cols)  # (B, n, k)
+        Xg = gather(X, cols, mu)  # (B, n, k)
         B = len(rows)
         H = _matmul_t(Xg, Xg)
         H[:, np.arange(k), np.arange(k)] += alpha

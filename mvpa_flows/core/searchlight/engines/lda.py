@@ -19,76 +19,119 @@ from ..._parallel import thread_imap
 from ._context import column_mean, gather, sample_rows, size_batches, solve_spd
 
 
-def _weighted_sq_norm(A, AA, b, sigma, w):
-    """``|| A - sum_j sigma_j b_j b_j^T ||^2`` with entries weighted by ``w_i w_j``.
+def _weighted_sq_norms(A, AA, bs, sigmas, ws):
+    """``|| A - sum_j sigma_j b_j b_j^T ||^2`` weighted by ``w_i w_j``, for several folds
+    sharing ``A``.
 
-    A, AA (B, k, k): a symmetric matrix and its elementwise square; b (B, r, k) vectors;
-    sigma (B, r) or (r,) their weights; w (B, k).
+    A, AA (B, k, k): a symmetric matrix and its elementwise square; per fold g, ``bs[g]``
+    (B, r_g, k) vectors, ``sigmas[g]`` (r_g,) their weights and ``ws[g]`` (B, k) the
+    entry weights. The products with ``A`` and ``AA`` run once over every fold's vectors
+    (one pass over each matrix, not one per fold). Returns (B, n_folds).
     """
-    bw = b * w[:, None, :]
-    T = np.matmul(bw, A)  # (B, r, k)
-    cross = np.sum(sigma * np.sum(T * bw, axis=2), axis=1)
-    gram = np.matmul(bw, b.transpose(0, 2, 1))  # b_j^T W b_l
-    ss = sigma[..., :, None] * sigma[..., None, :]
-    full = np.sum(np.matmul(AA, w[..., None])[..., 0] * w, axis=1)
-    return full - 2.0 * cross + np.sum(ss * gram * gram, axis=(1, 2))
+    G = len(bs)
+    W = np.stack(ws, axis=2)  # (B, k, G)
+    full = np.sum(np.matmul(AA, W) * W, axis=1)  # w^T AA w of every fold
+    bw = [b * w[:, None, :] for b, w in zip(bs, ws, strict=True)]
+    BW = np.concatenate(bw, axis=1)  # (B, R, k)
+    q = np.sum(np.matmul(BW, A) * BW, axis=2) * np.concatenate(sigmas)  # (B, R)
+    starts = np.r_[0, np.cumsum([len(sg) for sg in sigmas])[:-1]]
+    cross = np.add.reduceat(q, starts, axis=1) if q.shape[1] else np.zeros((len(A), G))
+    out = full - 2.0 * cross
+    for g in range(G):
+        gram = np.matmul(bw[g], bs[g].transpose(0, 2, 1))  # b_j^T W b_l
+        ss = sigmas[g][:, None] * sigmas[g][None, :]
+        out[:, g] += np.sum(ss * gram * gram, axis=(1, 2))
+    return out
 
 
-def _fold_system(A, AA, Xo, s1, dA, n_c, shrinkage, U2):
-    """Covariance (B, k, k) and class means (B, K, k) of one fold.
-
-    Per class c: ``A[c]`` (B, k, k) scatter over the base samples (all samples, or the
-    fold's training samples), ``AA[c]`` its elementwise square (for ``'auto'``), ``Xo[c]``
-    (B, r, k) the base samples outside the fold's training set, ``s1[c]`` and ``dA[c]``
-    (B, k) the base sums and scatter diagonal, ``n_c[c]`` the base count; ``U2[c]`` (B,)
-    Ledoit-Wolf's sum over samples of (sum_i z_i^2)^2.
-    """
-    K = len(A)
+def _fold_stats(Xo, s1, dA, n_c):
+    """Class means (B, K, k), variances (K of (B, k)), training counts and priors of one
+    fold from the base sums ``s1[c]``, scatter diagonals ``dA[c]`` and counts ``n_c[c]``
+    and the base samples ``Xo[c]`` (B, r, k) outside the fold's training set."""
+    K = len(s1)
     B, k = s1[0].shape
     n_f = np.array([n_c[c] - Xo[c].shape[1] for c in range(K)], dtype=float)
-    priors = n_f / n_f.sum()
     means = np.empty((B, K, k))
-    rows, diag_add = [], np.zeros((B, k))
-    alpha = []
+    var = []
+    for c in range(K):
+        m = (s1[c] - Xo[c].sum(axis=1)) / n_f[c]
+        means[:, c] = m
+        v = (dA[c] - np.sum(Xo[c] ** 2, axis=1)) / n_f[c] - m * m
+        v[v < 0] = 0.0
+        var.append(v)
+    return means, var, n_f, n_f / n_f.sum()
+
+
+def _auto_shrinkage(folds, U2):
+    """Ledoit-Wolf shrinkage of every class of every fold (scikit-learn's ``'auto'``:
+    on standardised data), with the weighted norms of folds sharing a base computed
+    together.
+
+    ``folds``: one dict per fold (``A``, ``AA``, ``Xo``, ``means``, ``var``, ``n_f``);
+    ``U2`` (F, K, B). Sets ``sh`` (K of (B,)), ``mu`` and ``scale2`` in every dict.
+    """
+    groups = {}
+    for f, d in enumerate(folds):
+        groups.setdefault(id(d["A"][0]), []).append(f)
+    K = len(folds[0]["A"])
+    for members in groups.values():
+        for c in range(K):
+            bs, sigmas, ws = [], [], []
+            for f in members:
+                d = folds[f]
+                var = d["var"][c]
+                const = var == 0  # StandardScaler leaves constant features unscaled
+                scale2 = np.where(const, 1.0, var)
+                d.setdefault("scale2", [None] * K)[c] = scale2
+                ws.append(1.0 / scale2)
+                Xo = d["Xo"][c]
+                bs.append(np.concatenate([Xo, d["means"][:, c][:, None, :]], axis=1))
+                sigmas.append(np.r_[np.ones(Xo.shape[1]), d["n_f"][c]])
+            norms = _weighted_sq_norms(folds[members[0]]["A"][c], folds[members[0]]["AA"][c],
+                                       bs, sigmas, ws)  # fmt: skip
+            for g, f in enumerate(members):
+                d = folds[f]
+                nc = d["n_f"][c]
+                tr_diag = d["var"][c] * ws[g]  # correlation diagonal (1, or 0 when constant)
+                p = tr_diag.shape[1]
+                mu = tr_diag.sum(axis=1) / p
+                delta_ = norms[:, g] / (nc * nc)
+                beta = 1.0 / (p * nc) * (U2[f][c] / nc - delta_)
+                delta = (delta_ - 2.0 * mu * tr_diag.sum(axis=1) + p * mu**2) / p
+                beta = np.minimum(beta, delta)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    d.setdefault("sh", [None] * K)[c] = np.where(beta == 0, 0.0, beta / delta)
+                d.setdefault("mu", [None] * K)[c] = mu
+
+
+def _fold_system(d, shrinkage):
+    """Pooled, shrunk covariance (B, k, k) of one fold (a dict of :func:`_fold_stats`'
+    results, the base scatters ``A`` and, for ``'auto'``, :func:`_auto_shrinkage`'s)."""
+    A, Xo, means, n_f, priors = d["A"], d["Xo"], d["means"], d["n_f"], d["priors"]
+    K = len(A)
+    B, k = means.shape[0], means.shape[2]
+    rows, diag_add, alpha = [], np.zeros((B, k)), []
     for c in range(K):
         nc = n_f[c]
-        m = (s1[c] - Xo[c].sum(axis=1)) / nc
-        means[:, c] = m
-        var = (dA[c] - np.sum(Xo[c] ** 2, axis=1)) / nc - m * m
-        var[var < 0] = 0.0
         if shrinkage in (None, "empirical"):
             sh = np.zeros(B)
         elif shrinkage == "auto":
-            const = var == 0  # StandardScaler leaves constant features unscaled
-            scale2 = np.where(const, 1.0, var)
-            w = 1.0 / scale2
-            tr_diag = var * w  # diagonal of the correlation matrix (1, or 0 when constant)
-            p = k
-            mu = tr_diag.sum(axis=1) / p
-            # ||C||_W^2 with C = (A - Xo^T Xo) / nc - m m^T and W = w w^T
-            b = np.concatenate([Xo[c], m[:, None, :]], axis=1)
-            sigma = np.r_[np.ones(Xo[c].shape[1]), nc]
-            delta_ = _weighted_sq_norm(A[c], AA[c], b, sigma, w) / (nc * nc)
-            beta = 1.0 / (p * nc) * (U2[c] / nc - delta_)
-            delta = (delta_ - 2.0 * mu * tr_diag.sum(axis=1) + p * mu**2) / p
-            beta = np.minimum(beta, delta)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                sh = np.where(beta == 0, 0.0, beta / delta)
-            diag_add += (priors[c] * sh * mu)[:, None] * scale2
+            sh = d["sh"][c]
+            diag_add += (priors[c] * sh * d["mu"][c])[:, None] * d["scale2"][c]
         else:  # shrunk_covariance(empirical_covariance(X), shrinkage): no scaling
             sh = np.full(B, float(shrinkage))
-            diag_add += (priors[c] * sh * var.sum(axis=1) / k)[:, None]
+            diag_add += (priors[c] * sh * d["var"][c].sum(axis=1) / k)[:, None]
         a = priors[c] * (1.0 - sh) / nc  # weight of this class's scatter in the pool
         alpha.append(a)
         root = np.sqrt(a)[:, None, None]
-        rows += [root * Xo[c], root * np.sqrt(nc) * m[:, None, :]]
+        rows += [root * Xo[c], root * np.sqrt(nc) * means[:, c][:, None, :]]
     cov = alpha[0][:, None, None] * A[0]
     for c in range(1, K):
         cov += alpha[c][:, None, None] * A[c]
     E = np.concatenate(rows, axis=1)
     cov -= np.matmul(E.transpose(0, 2, 1), E)
     cov[:, np.arange(k), np.arange(k)] += diag_add
-    return cov, means, priors
+    return cov
 
 
 def _lda_coef(cov, means, priors):
@@ -109,19 +152,18 @@ def _beta(X, X2, y, v, means, cnt, K):
     """
     F = len(v)
     B, n, k = X.shape
-    var = np.empty((F, B, K, k))
-    for f in range(F):
-        for c in range(K):
-            rows = v[f] * (y == c)
-            var[f, :, c] = rows @ X2 / cnt[f, c] - means[f, :, c] ** 2
+    member = v[:, None, :] * (y[None, None, :] == np.arange(K)[None, :, None])  # (F, K, n)
+    var = np.matmul(member.reshape(F * K, n), X2).reshape(B, F, K, k).transpose(1, 0, 2, 3)
+    var /= cnt[:, None, :, None]
+    var -= means**2
     var[var < 0] = 0.0
     w = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 1.0)  # 1 / scale^2
     # u_s = sum_i (x_si - m_i)^2 w_i = x^2.w - 2 x.(m w) + m^2.w for every fold and class
-    Wm = np.concatenate([w, -2.0 * means * w], axis=3)  # (F, B, K, 2k)
-    Wm = Wm.transpose(1, 3, 0, 2).reshape(B, 2 * k, F * K)
-    u = np.matmul(np.concatenate([X2, X], axis=2), Wm).reshape(B, n, F, K)
+    Wsq = w.transpose(1, 3, 0, 2).reshape(B, k, F * K)
+    Wx = (-2.0 * means * w).transpose(1, 3, 0, 2).reshape(B, k, F * K)
+    u = (np.matmul(X2, Wsq) + np.matmul(X, Wx)).reshape(B, n, F, K)
     u += np.sum(means**2 * w, axis=3).transpose(1, 0, 2)[:, None]
-    mask = v[:, None, :] * (y[None, None, :] == np.arange(K)[None, :, None])  # (F, K, n)
+    mask = member
     return np.sum(u * u * mask.transpose(2, 0, 1)[None], axis=1).transpose(1, 2, 0)
 
 
@@ -159,8 +201,8 @@ def run(ctx):
             if auto:
                 cnt = _counts(y, v, K)
                 U2 = _beta(Xg, Xg * Xg, y, v, _fold_means(Xg, y, v, K, cnt), cnt, K)
-            dec_all = np.empty((B, offs[-1], K))
-            for f, (tr, te) in enumerate(folds):
+            systems = []
+            for f, (tr, _) in enumerate(folds):
                 if downdate[f]:
                     A = [S2 for _, S2 in base]
                     AA = base_sq
@@ -174,11 +216,17 @@ def run(ctx):
                     s1 = [S1 for S1, _ in fold]
                     Xo = [np.zeros((B, 0, k))] * K
                     n_c = [int(np.sum(y[tr] == c)) for c in range(K)]
-                dA = [a[:, diag, diag] for a in A]
-                cov, means, priors = _fold_system(
-                    A, AA, Xo, s1, dA, n_c, shrinkage, None if U2 is None else U2[f]
+                means, var, n_f, priors = _fold_stats(Xo, s1, [a[:, diag, diag] for a in A], n_c)
+                systems.append(
+                    dict(A=A, AA=AA, Xo=Xo, means=means, var=var, n_f=n_f, priors=priors)
                 )
-                coef, icpt = _lda_coef(cov, means, priors)
+            if auto:
+                _auto_shrinkage(systems, U2)
+            dec_all = np.empty((B, offs[-1], K))
+            for f, (_, te) in enumerate(folds):
+                d = systems[f]
+                coef, icpt = _lda_coef(_fold_system(d, shrinkage), d["means"], d["priors"])
+                systems[f] = None
                 dec_all[:, offs[f] : offs[f + 1]] = (
                     np.matmul(sample_rows(Xg, te), coef.transpose(0, 2, 1)) + icpt[:, None, :]
                 )

@@ -601,3 +601,20 @@ def test_gnb_blocks_of_spheres_equal_one_block(monkeypatch):
     monkeypatch.setattr(gnb, "_NNZ_BLOCK", 7)
     many = search_light(X, y, "gnb", A, **kw)
     np.testing.assert_array_equal(many.fold_scores, one.fold_scores)
+
+
+def test_lda_in_place_cholesky_equals_solve_spd_singular_systems_included():
+    """LDA's in-place Cholesky (no copy of the k x k systems) gives solve_spd's answers,
+    also where a system is singular and goes to LU / least squares."""
+    from mvpa_flows.core.searchlight.engines._context import solve_spd
+    from mvpa_flows.core.searchlight.engines.lda import _solve_spd_inplace
+
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((4, 30, 8))
+    Z[1, :, 3] = 0.0  # an exactly singular system
+    M = np.matmul(Z.transpose(0, 2, 1), Z)
+    M[2] += np.eye(8)
+    R = rng.standard_normal((4, 8, 2))
+    ref = solve_spd(M.copy(), R)
+    np.testing.assert_array_equal(_solve_spd_inplace(M.copy(), R), ref)
+    np.testing.assert_allclose(ref[0], np.linalg.solve(M[0], R[0]), rtol=1e-10)

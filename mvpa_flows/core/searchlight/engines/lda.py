@@ -14,9 +14,10 @@ its own k x k solve, which costs less than one eigendecomposition.
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import lapack
 
 from ..._parallel import thread_imap
-from ._context import column_mean, gather, sample_rows, size_batches, solve_spd
+from ._context import column_mean, gather, sample_rows, size_batches, solve
 
 
 def _weighted_sq_norms(A, AA, bs, sigmas, ws):
@@ -33,7 +34,10 @@ def _weighted_sq_norms(A, AA, bs, sigmas, ws):
     full = np.sum(np.matmul(AA, W) * W, axis=1)  # w^T AA w of every fold
     bw = [b * w[:, None, :] for b, w in zip(bs, ws, strict=True)]
     BW = np.concatenate(bw, axis=1)  # (B, R, k)
-    q = np.sum(np.matmul(BW, A) * BW, axis=2) * np.concatenate(sigmas)  # (B, R)
+    T = np.matmul(BW, A)
+    T *= BW
+    q = np.sum(T, axis=2) * np.concatenate(sigmas)  # (B, R)
+    del T
     starts = np.r_[0, np.cumsum([len(sg) for sg in sigmas])[:-1]]
     cross = np.add.reduceat(q, starts, axis=1) if q.shape[1] else np.zeros((len(A), G))
     out = full - 2.0 * cross
@@ -104,9 +108,11 @@ def _auto_shrinkage(folds, U2):
                 d.setdefault("mu", [None] * K)[c] = mu
 
 
-def _fold_system(d, shrinkage):
+def _fold_system(d, shrinkage, cov, tmp):
     """Pooled, shrunk covariance (B, k, k) of one fold (a dict of :func:`_fold_stats`'
-    results, the base scatters ``A`` and, for ``'auto'``, :func:`_auto_shrinkage`'s)."""
+    results, the base scatters ``A`` and, for ``'auto'``, :func:`_auto_shrinkage`'s),
+    written into ``cov`` with ``tmp`` as workspace (both (B, k, k), reused by every fold:
+    fresh k x k temporaries per fold cost more in page faults than in arithmetic)."""
     A, Xo, means, n_f, priors = d["A"], d["Xo"], d["means"], d["n_f"], d["priors"]
     K = len(A)
     B, k = means.shape[0], means.shape[2]
@@ -125,18 +131,38 @@ def _fold_system(d, shrinkage):
         alpha.append(a)
         root = np.sqrt(a)[:, None, None]
         rows += [root * Xo[c], root * np.sqrt(nc) * means[:, c][:, None, :]]
-    cov = alpha[0][:, None, None] * A[0]
+    np.multiply(A[0], alpha[0][:, None, None], out=cov)
     for c in range(1, K):
-        cov += alpha[c][:, None, None] * A[c]
+        cov += np.multiply(A[c], alpha[c][:, None, None], out=tmp)
     E = np.concatenate(rows, axis=1)
-    cov -= np.matmul(E.transpose(0, 2, 1), E)
+    cov -= np.matmul(E.transpose(0, 2, 1), E, out=tmp)
     cov[:, np.arange(k), np.arange(k)] += diag_add
     return cov
 
 
+def _solve_spd_inplace(M, R):
+    """Batched ``M^-1 R`` for symmetric ``M`` (B, k, k), expected positive definite,
+    overwriting ``M``: Cholesky (LAPACK ``posv``) on every system's transpose, a
+    Fortran-ordered view of the same symmetric matrix, so nothing is copied. A system that
+    is not positive definite numerically is solved by LU or least squares instead."""
+    out = np.empty(M.shape[:2] + R.shape[2:])
+    k = M.shape[1]
+    diagonal = M[:, np.arange(k), np.arange(k)]  # a copy: the factor overwrites it
+    for i in range(len(M)):
+        _, x, info = lapack.dposv(M[i].T, R[i], lower=1, overwrite_a=1)
+        if info == 0:
+            out[i] = x
+        else:  # the factor overwrote the upper triangle: rebuild M[i] from the lower one
+            low = np.tril(M[i], -1)
+            full = low + low.T
+            full[np.arange(k), np.arange(k)] = diagonal[i]
+            out[i] = solve(full[None], R[i : i + 1])[0]
+    return out
+
+
 def _lda_coef(cov, means, priors):
     """Coefficients (B, K, k) and intercepts (B, K) of scikit-learn's lsqr solver."""
-    coef = solve_spd(cov, means.transpose(0, 2, 1)).transpose(0, 2, 1)
+    coef = _solve_spd_inplace(cov, means.transpose(0, 2, 1)).transpose(0, 2, 1)
     intercept = -0.5 * np.sum(means * coef, axis=2) + np.log(priors)[None, :]
     return coef, intercept
 
@@ -193,6 +219,7 @@ def run(ctx):
         Xg = gather(X, cols, mu)  # (B, n, k)
         B = Xg.shape[0]
         diag = np.arange(k)
+        work, work_tmp = np.empty((B, k, k)), np.empty((B, k, k))
         out = []
         for y in labels:
             base = [scatter(sample_rows(Xg, y == c)) for c in range(K)]
@@ -225,7 +252,8 @@ def run(ctx):
             dec_all = np.empty((B, offs[-1], K))
             for f, (_, te) in enumerate(folds):
                 d = systems[f]
-                coef, icpt = _lda_coef(_fold_system(d, shrinkage), d["means"], d["priors"])
+                cov = _fold_system(d, shrinkage, work, work_tmp)
+                coef, icpt = _lda_coef(cov, d["means"], d["priors"])
                 systems[f] = None
                 dec_all[:, offs[f] : offs[f + 1]] = (
                     np.matmul(sample_rows(Xg, te), coef.transpose(0, 2, 1)) + icpt[:, None, :]

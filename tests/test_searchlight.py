@@ -603,18 +603,27 @@ def test_gnb_blocks_of_spheres_equal_one_block(monkeypatch):
     np.testing.assert_array_equal(many.fold_scores, one.fold_scores)
 
 
-def test_lda_in_place_cholesky_equals_solve_spd_singular_systems_included():
-    """LDA's in-place Cholesky (no copy of the k x k systems) gives solve_spd's answers,
-    also where a system is singular and goes to LU / least squares."""
+def test_lda_fold_solve_equals_solve_spd_singular_systems_included():
+    """LDA forms and factorises each fold system in place; the answers are solve_spd's on
+    the same systems formed as a batch, also where a system is singular (LU / least
+    squares)."""
     from mvpa_flows.core.searchlight.engines._context import solve_spd
-    from mvpa_flows.core.searchlight.engines.lda import _solve_spd_inplace
+    from mvpa_flows.core.searchlight.engines.lda import _fold_solve
 
     rng = np.random.default_rng(0)
-    Z = rng.standard_normal((4, 30, 8))
-    Z[1, :, 3] = 0.0  # an exactly singular system
-    M = np.matmul(Z.transpose(0, 2, 1), Z)
-    M[2] += np.eye(8)
+    Z = rng.standard_normal((2, 4, 30, 8))
+    Z[:, 1, :, 3] = 0.0  # an exactly singular system
+    A = [np.matmul(z.transpose(0, 2, 1), z) for z in Z]
+    alpha = [rng.uniform(0.5, 1.0, 4), rng.uniform(0.5, 1.0, 4)]
+    E = rng.standard_normal((4, 3, 8)) * 0.1
+    E[1, :, 3] = 0.0
+    diag_add = rng.uniform(0.0, 1.0, (4, 8))
+    diag_add[1] = 0.0
     R = rng.standard_normal((4, 8, 2))
-    ref = solve_spd(M.copy(), R)
-    np.testing.assert_array_equal(_solve_spd_inplace(M.copy(), R), ref)
+    M = alpha[0][:, None, None] * A[0] + alpha[1][:, None, None] * A[1]
+    M -= np.matmul(E.transpose(0, 2, 1), E)
+    M[:, np.arange(8), np.arange(8)] += diag_add
+    ref = solve_spd(M, R)
+    np.testing.assert_array_equal(_fold_solve(A, alpha, E, diag_add, R), ref)
     np.testing.assert_allclose(ref[0], np.linalg.solve(M[0], R[0]), rtol=1e-10)
+    np.testing.assert_allclose(ref[1], np.linalg.lstsq(M[1], R[1], rcond=None)[0], atol=1e-10)

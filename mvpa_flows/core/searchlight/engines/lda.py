@@ -108,11 +108,11 @@ def _auto_shrinkage(folds, U2):
                 d.setdefault("mu", [None] * K)[c] = mu
 
 
-def _fold_system(d, shrinkage, cov, tmp):
-    """Pooled, shrunk covariance (B, k, k) of one fold (a dict of :func:`_fold_stats`'
-    results, the base scatters ``A`` and, for ``'auto'``, :func:`_auto_shrinkage`'s),
-    written into ``cov`` with ``tmp`` as workspace (both (B, k, k), reused by every fold:
-    fresh k x k temporaries per fold cost more in page faults than in arithmetic)."""
+def _fold_system(d, shrinkage):
+    """Terms of the pooled, shrunk covariance of one fold (a dict of :func:`_fold_stats`'
+    results, the base scatters ``A`` and, for ``'auto'``, :func:`_auto_shrinkage`'s):
+    ``cov = sum_c alpha[c] A[c] - E^T E + diag(diag_add)``, with ``alpha`` (K of (B,)), the
+    low-rank rows ``E`` (B, r, k) and ``diag_add`` (B, k)."""
     A, Xo, means, n_f, priors = d["A"], d["Xo"], d["means"], d["n_f"], d["priors"]
     K = len(A)
     B, k = means.shape[0], means.shape[2]
@@ -131,38 +131,44 @@ def _fold_system(d, shrinkage, cov, tmp):
         alpha.append(a)
         root = np.sqrt(a)[:, None, None]
         rows += [root * Xo[c], root * np.sqrt(nc) * means[:, c][:, None, :]]
-    np.multiply(A[0], alpha[0][:, None, None], out=cov)
-    for c in range(1, K):
-        cov += np.multiply(A[c], alpha[c][:, None, None], out=tmp)
-    E = np.concatenate(rows, axis=1)
-    cov -= np.matmul(E.transpose(0, 2, 1), E, out=tmp)
-    cov[:, np.arange(k), np.arange(k)] += diag_add
-    return cov
+    return alpha, np.concatenate(rows, axis=1), diag_add
 
 
-def _solve_spd_inplace(M, R):
-    """Batched ``M^-1 R`` for symmetric ``M`` (B, k, k), expected positive definite,
-    overwriting ``M``: Cholesky (LAPACK ``posv``) on every system's transpose, a
-    Fortran-ordered view of the same symmetric matrix, so nothing is copied. A system that
-    is not positive definite numerically is solved by LU or least squares instead."""
-    out = np.empty(M.shape[:2] + R.shape[2:])
-    k = M.shape[1]
-    diagonal = M[:, np.arange(k), np.arange(k)]  # a copy: the factor overwrites it
-    for i in range(len(M)):
-        _, x, info = lapack.dposv(M[i].T, R[i], lower=1, overwrite_a=1)
+def _fold_solve(A, alpha, E, diag_add, R):
+    """``cov^-1 R`` (B, k, m) for the covariances of :func:`_fold_system`.
+
+    Each system is formed in one reused k x k buffer, while it sits in cache, and
+    factorised there in place (Cholesky, LAPACK ``posv`` on the Fortran-ordered view of
+    the symmetric buffer: no copy); one that is not positive definite numerically is
+    formed again and solved by LU, or least squares when singular (as
+    :func:`~mvpa_flows.core.searchlight.engines._context.solve_spd`).
+    """
+    B, k = diag_add.shape
+    out = np.empty((B, k, R.shape[2]))
+    cov, tmp = np.empty((k, k)), np.empty((k, k))
+    diag = np.arange(k)
+
+    def form(i):
+        np.multiply(A[0][i], alpha[0][i], out=cov)
+        for c in range(1, len(A)):
+            np.add(cov, np.multiply(A[c][i], alpha[c][i], out=tmp), out=cov)
+        np.subtract(cov, np.matmul(E[i].T, E[i], out=tmp), out=cov)
+        cov[diag, diag] += diag_add[i]
+
+    for i in range(B):
+        form(i)
+        _, x, info = lapack.dposv(cov.T, R[i], lower=1, overwrite_a=1)
         if info == 0:
             out[i] = x
-        else:  # the factor overwrote the upper triangle: rebuild M[i] from the lower one
-            low = np.tril(M[i], -1)
-            full = low + low.T
-            full[np.arange(k), np.arange(k)] = diagonal[i]
-            out[i] = solve(full[None], R[i : i + 1])[0]
+        else:
+            form(i)
+            out[i] = solve(cov[None], R[i : i + 1])[0]
     return out
 
 
-def _lda_coef(cov, means, priors):
+def _lda_coef(A, terms, means, priors):
     """Coefficients (B, K, k) and intercepts (B, K) of scikit-learn's lsqr solver."""
-    coef = _solve_spd_inplace(cov, means.transpose(0, 2, 1)).transpose(0, 2, 1)
+    coef = _fold_solve(A, *terms, means.transpose(0, 2, 1)).transpose(0, 2, 1)
     intercept = -0.5 * np.sum(means * coef, axis=2) + np.log(priors)[None, :]
     return coef, intercept
 
@@ -219,7 +225,6 @@ def run(ctx):
         Xg = gather(X, cols, mu)  # (B, n, k)
         B = Xg.shape[0]
         diag = np.arange(k)
-        work, work_tmp = np.empty((B, k, k)), np.empty((B, k, k))
         out = []
         for y in labels:
             base = [scatter(sample_rows(Xg, y == c)) for c in range(K)]
@@ -252,8 +257,8 @@ def run(ctx):
             dec_all = np.empty((B, offs[-1], K))
             for f, (_, te) in enumerate(folds):
                 d = systems[f]
-                cov = _fold_system(d, shrinkage, work, work_tmp)
-                coef, icpt = _lda_coef(cov, d["means"], d["priors"])
+                terms = _fold_system(d, shrinkage)
+                coef, icpt = _lda_coef(d["A"], terms, d["means"], d["priors"])
                 systems[f] = None
                 dec_all[:, offs[f] : offs[f + 1]] = (
                     np.matmul(sample_rows(Xg, te), coef.transpose(0, 2, 1)) + icpt[:, None, :]

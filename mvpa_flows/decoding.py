@@ -15,7 +15,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .core._validation import check_labels
-from .core.searchlight import check_decoding, resolve_estimator, search_light
+from .core.searchlight import check_decoding, resolve_estimator, search_light, select_engine
+from .core.searchlight.base import samples_dtype
 from .core.searchlight.neighbourhoods import check_radius, sphere_adjacency
 
 __all__ = ["SearchLight"]
@@ -39,17 +40,16 @@ def _load_mask(img, ref, name):
     return img, data != 0
 
 
-def _masked_samples(imgs, mask):
+def _masked_samples(imgs, mask, engine_name):
     """(n_volumes, n_mask_voxels) C-ordered samples, one volume at a time.
 
-    Kept in float32 when the image's values fit it exactly (float32, or integers and
-    float16): the searchlight upcasts the voxels it computes on, so its answers are those of
-    a float64 copy, and no copy of the whole image in either precision is made.
+    In the precision the searchlight keeps for this engine
+    (:func:`~mvpa_flows.core.searchlight.base.samples_dtype`): float32 when the image's
+    values fit it exactly and the engine upcasts the voxels it computes on (its answers are
+    those of a float64 copy), so no further copy of the samples is made.
     """
     data = np.asanyarray(imgs.dataobj)
-    dtype = np.result_type(data.dtype, np.float32)
-    if dtype != np.float32:
-        dtype = np.float64
+    dtype = samples_dtype(engine_name, data.dtype)
     X = np.empty((data.shape[3], int(mask.sum())), dtype=dtype)
     for i in range(data.shape[3]):
         X[i] = data[..., i][mask]
@@ -199,7 +199,7 @@ class SearchLight(BaseEstimator):
             _, process_mask = _load_mask(self.process_mask_img, imgs, "process_mask_img")
         A = sphere_adjacency(mask, imgs.affine, radius, process_mask)
         process_mask = process_mask & mask
-        X = _masked_samples(imgs, mask)
+        X = _masked_samples(imgs, mask, select_engine(setup.estimator, len(setup.classes)))
         res = search_light(
             X,
             y,

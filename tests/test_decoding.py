@@ -285,12 +285,19 @@ def test_logistic_map_is_the_optimum_that_nilearn_reaches_with_a_tight_solver(ha
 
 
 @pytest.mark.parametrize(
-    "dtype, stored", [(np.float32, np.float32), (np.int16, np.float32), (np.float64, np.float64)]
+    "dtype, engine, stored",
+    [
+        (np.float32, "gnb", np.float32),
+        (np.int16, "lda", np.float32),
+        (np.float64, "gnb", np.float64),
+        (np.float32, "correlation", np.float64),
+    ],
 )
-def test_samples_are_read_in_the_images_precision_and_give_the_float64_map(dtype, stored):
+def test_samples_are_read_in_the_precision_the_engine_keeps(dtype, engine, stored):
     """SearchLight reads the masked samples volume by volume, in float32 when the image's
-    values fit it exactly (no float64 copy of the data); the map equals the one computed
-    on float64 samples."""
+    values fit it exactly and the engine upcasts what it computes on (no float64 copy of
+    the data; float64 at once otherwise); the map equals the one computed on float64
+    samples."""
     from mvpa_flows.core.searchlight import search_light
     from mvpa_flows.decoding import _masked_samples
 
@@ -299,12 +306,11 @@ def test_samples_are_read_in_the_images_precision_and_give_the_float64_map(dtype
     imgs = nib.Nifti1Image(data, imgs.affine)
     mask = np.ones(data.shape[:3], dtype=bool)
     mask[0, 0] = False
-    X = _masked_samples(imgs, mask)
+    X = _masked_samples(imgs, mask, engine)
     assert X.dtype == stored and X.flags.c_contiguous
     np.testing.assert_array_equal(X, data[mask].T)
     mask_img = nib.Nifti1Image(mask.astype(np.uint8), imgs.affine)
     A = sphere_adjacency(mask, imgs.affine, 4.0)
-    for est in ("gnb", "lda"):
-        ours = SearchLight(mask_img, radius=4.0, estimator=est).fit(imgs, y, runs)
-        ref = search_light(data[mask].T.astype(np.float64), y, est, A, groups=runs)
-        np.testing.assert_array_equal(ours.masked_scores_, ref.scores)
+    ours = SearchLight(mask_img, radius=4.0, estimator=engine).fit(imgs, y, runs)
+    ref = search_light(data[mask].T.astype(np.float64), y, engine, A, groups=runs)
+    np.testing.assert_array_equal(ours.masked_scores_, ref.scores)

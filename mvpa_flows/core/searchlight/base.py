@@ -256,14 +256,25 @@ def _check_finite(X_used, cols):
 _FLOAT32_ENGINES = frozenset({"gnb", "lda", "ridge", "svc"})
 
 
+def samples_dtype(engine_name, dtype):
+    """Precision in which :func:`search_light` keeps samples of ``dtype`` for an engine.
+
+    float32 when the values fit it exactly (float32, float16, integers of up to 16 bits)
+    and the engine upcasts what it computes on; float64 otherwise. Readers of images
+    (:class:`mvpa_flows.decoding.SearchLight`) read the samples in this precision, so
+    that no second copy is made.
+    """
+    fits = np.result_type(dtype, np.float32) == np.float32
+    return np.dtype(np.float32 if fits and engine_name in _FLOAT32_ENGINES else np.float64)
+
+
 def _restrict_samples(A, X, engine_name):
     """:func:`restrict_columns` that keeps float32 samples for engines that upcast them.
 
     Values are the same either way (float32 to float64 is exact), so the engines' answers
     are bit-identical to those on a float64 copy, at half its memory.
     """
-    float32 = engine_name in _FLOAT32_ENGINES and np.result_type(X.dtype, np.float32) == np.float32
-    return restrict_columns(A, X, keep=0.7, dtype=np.float32 if float32 else np.float64)
+    return restrict_columns(A, X, keep=0.7, dtype=samples_dtype(engine_name, X.dtype))
 
 
 def search_light(

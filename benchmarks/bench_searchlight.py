@@ -16,7 +16,11 @@ difference, so its start-up cancels). Ratios are nilearn's per-centre wall time 
 over ours (``--n-jobs`` cores), and the same with CPU time (robust to a loaded machine,
 blind to our use of several cores). Every line carries the CPU time and the load average
 at the time it was measured, and projects the whole mask twice: from the wall time (on the
-machine as loaded) and from the CPU time spread over ``--n-jobs`` idle cores.
+machine as loaded) and from the CPU time spread over ``--n-jobs`` idle cores. The ``whole``
+case also reports the peak resident memory of the whole process for a whole-mask
+``SearchLight.fit``, measured in a fresh process after the data are made (for
+lda/svc/logistic the engine computes ``--memory-centres`` of the largest spheres, with
+everything else allocated as for every centre; see ``probe_memory``).
 
     python benchmarks/bench_searchlight.py                       # 3.5 mm, every engine
     python benchmarks/bench_searchlight.py --grid 2mm            # 2 mm, r 6 mm, three cases

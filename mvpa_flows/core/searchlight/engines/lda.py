@@ -14,7 +14,7 @@ its own k x k solve, which costs less than one eigendecomposition.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 from ..._parallel import thread_imap
 from ._context import column_mean, gather, sample_rows, size_batches, solve
@@ -139,20 +139,23 @@ def _fold_solve(A, alpha, E, diag_add, R):
 
     Each system is formed in one reused k x k buffer, while it sits in cache, and
     factorised there in place (Cholesky, LAPACK ``posv`` on the Fortran-ordered view of
-    the symmetric buffer: no copy); one that is not positive definite numerically is
-    formed again and solved by LU, or least squares when singular (as
-    :func:`~mvpa_flows.core.searchlight.engines._context.solve_spd`).
+    the buffer: no copy). Cholesky reads one triangle, so the low-rank term is applied to
+    that triangle only (BLAS ``syrk``, half a matrix product). A system that is not
+    positive definite numerically is formed again, symmetrised, and solved by LU, or least
+    squares when singular (as :func:`~mvpa_flows.core.searchlight.engines._context.solve_spd`).
     """
     B, k = diag_add.shape
     out = np.empty((B, k, R.shape[2]))
-    cov, tmp = np.empty((k, k)), np.empty((k, k))
+    cov = np.empty((k, k))
+    flat = cov.reshape(-1)
     diag = np.arange(k)
 
     def form(i):
         np.multiply(A[0][i], alpha[0][i], out=cov)
         for c in range(1, len(A)):
-            np.add(cov, np.multiply(A[c][i], alpha[c][i], out=tmp), out=cov)
-        np.subtract(cov, np.matmul(E[i].T, E[i], out=tmp), out=cov)
+            blas.daxpy(A[c][i].reshape(-1), flat, a=alpha[c][i])
+        # upper triangle of cov (the lower one of its Fortran view): cov -= E^T E
+        blas.dsyrk(-1.0, E[i].T, beta=1.0, c=cov.T, trans=0, lower=1, overwrite_c=1)
         cov[diag, diag] += diag_add[i]
 
     for i in range(B):
@@ -162,7 +165,8 @@ def _fold_solve(A, alpha, E, diag_add, R):
             out[i] = x
         else:
             form(i)
-            out[i] = solve(cov[None], R[i : i + 1])[0]
+            upper = np.triu(cov)
+            out[i] = solve((upper + np.triu(upper, 1).T)[None], R[i : i + 1])[0]
     return out
 
 

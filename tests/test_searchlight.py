@@ -550,7 +550,7 @@ def test_missing_labels_are_refused_not_a_class(missing):
         search_light(X, y, "gnb", A, groups=np.repeat(np.arange(3), 4))
 
 
-@pytest.mark.parametrize("est", ["gnb", "lda", "ridge", "svc"])
+@pytest.mark.parametrize("est", ["gnb", "lda", "ridge", "svc", "logistic"])
 def test_float32_samples_are_kept_and_give_the_float64_answers(est, monkeypatch):
     """float32 samples are not copied to float64; the engines upcast what they compute on,
     so scores and decision values equal those of the float64 copy bit for bit."""

@@ -253,7 +253,7 @@ def _check_finite(X_used, cols):
 
 #: engines that upcast the samples to float64 where they compute (gathered spheres,
 #: blocks of voxels), so float32 samples are kept as they are: no float64 copy of ``X``
-_FLOAT32_ENGINES = frozenset({"gnb", "lda", "ridge", "svc"})
+_FLOAT32_ENGINES = frozenset({"gnb", "lda", "logistic", "ridge", "svc"})
 
 
 def samples_dtype(engine_name, dtype):

@@ -56,7 +56,7 @@ import numpy as np
 from scipy.special import expit
 
 from ..._parallel import thread_imap
-from ._context import gather, sample_rows, size_batches
+from ._context import column_mean, gather, sample_rows, size_batches
 
 TOL = 1e-10
 MAX_ITER = 100
@@ -569,11 +569,12 @@ def _solve_batch(kind, Xg, bias, labels, folds, C, offs):
 def _run(ctx, kind):
     est, X = ctx.estimator, ctx.X
     C = float(est.C)
+    shift = None
     if kind == "svc":
         bias = float(est.intercept_scaling)
     else:
         bias = 1.0
-        X = X - X.mean(axis=0)  # shift-invariant with a free intercept
+        shift = column_mean(X)  # shift-invariant with a free intercept; centred per sphere
     offs = ctx.test_offsets
     n = len(X)
     Q = min(_MAX_COLUMNS, len(ctx.folds) * ctx.n_sets)
@@ -590,7 +591,8 @@ def _run(ctx, kind):
 
     def chunk(job):
         k, rows, cols = job
-        return rows, _solve_batch(kind, gather(X, cols), bias, ctx.labels, ctx.folds, C, offs)
+        Xg = gather(X, cols, shift)
+        return rows, _solve_batch(kind, Xg, bias, ctx.labels, ctx.folds, C, offs)
 
     for rows, dec in thread_imap(chunk, size_batches(ctx.A, per_sphere), ctx.n_jobs):
         for s in range(ctx.n_sets):

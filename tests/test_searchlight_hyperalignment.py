@@ -149,7 +149,12 @@ def test_chunks_merge_bit_for_bit_in_any_order_and_n_jobs(params):
     parts = [sl.fit_partial(dss, chunk=k, n_chunks=5) for k in range(5)]
     merged = clone(sl).merge_partials(parts[::-1])
     threaded = clone(sl).set_params(n_jobs=2).fit(dss)
-    for other in (merged, threaded):
+    # consume=True releases each partial's sums as they are added: same model, spent partials
+    consumed = clone(sl).merge_partials(parts, consume=True)
+    assert all(v is None for q in parts for v in q.values)
+    with pytest.raises(InputValidationError, match="already merged with consume=True"):
+        clone(sl).merge_partials(parts)
+    for other in (merged, threaded, consumed):
         for a, b in zip(whole.transforms_, other.transforms_, strict=True):
             assert np.array_equal(a.matrix.indptr, b.matrix.indptr)
             assert np.array_equal(a.matrix.indices, b.matrix.indices)

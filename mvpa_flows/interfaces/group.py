@@ -335,7 +335,7 @@ class MergeSearchlightAlignment(SimpleInterface):
         partials = [load_partial(f) for f in self.inputs.partial_files]
         check_searchlight_partials(partials, self.inputs.n_chunks, self.inputs.partial_files)
         estimator = alignment_estimator(self.inputs.method, **self.inputs.alignment_params)
-        model = estimator.merge_partials(partials).model_
+        model = estimator.merge_partials(partials, consume=True).model_
         del partials
         self._results["model_file"] = str(model.save(_out(runtime, "searchlight_model.h5")))
         return runtime

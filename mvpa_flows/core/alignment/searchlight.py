@@ -1203,9 +1203,25 @@ class SearchlightHyperalignment(TransformerMixin, BaseEstimator):
             cv_errors=cv_errors,
         )
 
-    def merge_partials(self, partials):
-        """Sum the partials of every chunk (any order) into the fitted model; returns self."""
-        return self._merge(list(partials), consume=False)
+    def merge_partials(self, partials, consume=False):
+        """Sum the partials of every chunk (any order) into the fitted model; returns self.
+
+        Parameters
+        ----------
+        partials : list of partial fits
+            One per chunk of one split (:meth:`fit_partial`, :func:`load_partial`).
+        consume : bool, default False
+            Release each partial's summed values as soon as they are added, so that the
+            merge holds one subject's sums at a time instead of every chunk's (the
+            partials are then spent: merging them again is refused).
+        """
+        partials = list(partials)
+        if any(v is None for q in partials for v in q.values):
+            raise InputValidationError(
+                "These partials were already merged with consume=True (their values were "
+                "released); load them again with load_partial to merge them once more."
+            )
+        return self._merge(partials, consume=bool(consume))
 
     def _merge(self, partials, consume):
         p = self._params()

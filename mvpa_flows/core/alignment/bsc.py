@@ -307,42 +307,6 @@ def _mean(arrays):
     return out / len(arrays)
 
 
-def _check_train(datasets, name="train_datasets", block=4096):
-    """:func:`validate_datasets` without its float64 copy: well-formed float32 and float64
-    arrays are checked in blocks of voxels and returned as they are (every alignment
-    estimator converts them exactly at its own entry); anything else goes through
-    :func:`validate_datasets` (converted to float64, or refused with its message)."""
-    if isinstance(datasets, np.ndarray) and datasets.ndim == 3:
-        datasets = list(datasets)
-    floats = (
-        isinstance(datasets, (list, tuple))
-        and len(datasets) >= 2
-        and all(
-            isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype in (np.float32, np.float64)
-            for X in datasets
-        )
-        and len({X.shape[0] for X in datasets}) == 1
-    )
-    if not floats:
-        return validate_datasets(datasets, name)
-    for i, X in enumerate(datasets):
-        for start in range(0, X.shape[1], block):
-            if not np.isfinite(X[:, start : start + block]).all():
-                raise InputValidationError(
-                    f"`{name}[{i}]` contains NaN or infinite values; mask or impute them first."
-                )
-    for i, X in enumerate(datasets):
-        varies = X.shape[0] >= 2 and any(
-            np.any(X[:, start : start + block].std(axis=0) > 0)
-            for start in range(0, X.shape[1], block)
-        )
-        if not varies:
-            raise InputValidationError(
-                f"`{name}[{i}]` has no voxel that varies over samples; check its mask and run."
-            )
-    return list(datasets)
-
-
 def _validate_inputs(train_datasets, test_datasets, subject_labels, train_runs, test_runs):
     # Circularity is checked on the raw inputs, before any conversion copies them.
     if not isinstance(test_datasets, (list, tuple)):
@@ -352,7 +316,8 @@ def _validate_inputs(train_datasets, test_datasets, subject_labels, train_runs, 
         )
     if isinstance(train_datasets, (list, tuple)):
         _check_not_circular(train_datasets, test_datasets, train_runs, test_runs)
-    train = _check_train(train_datasets)
+    # float32 data pass without a float64 copy: the estimators convert them exactly
+    train = validate_datasets(train_datasets, "train_datasets", keep_float32=True)
     n = len(train)
     if len(test_datasets) != n:
         raise InputValidationError(

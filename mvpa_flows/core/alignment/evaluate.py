@@ -309,11 +309,11 @@ def check_alignment(estimator, n_samples, n_voxels, n_chunks=1):
     if type(estimator).__name__ == "SearchlightHyperalignment":
         estimator.check_inputs(n_samples, voxels)
         if n_chunks != 1:
-            n_centres = len(estimator._plan(estimator._params()).centres)
             if not isinstance(n_chunks, int) or isinstance(n_chunks, bool) or n_chunks < 1:
                 raise InputValidationError(
                     f"Parameter 'n_chunks' must be a positive integer; got {n_chunks!r}."
                 )
+            n_centres = len(estimator._plan(estimator._params()).centres)
             if n_chunks > n_centres:
                 raise InputValidationError(
                     f"Parameter 'n_chunks' ({n_chunks}) exceeds the {n_centres} sphere "

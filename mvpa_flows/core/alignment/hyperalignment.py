@@ -71,8 +71,13 @@ DEFAULT_PARAMS = {
 }
 
 
-def validate_datasets(datasets, name="datasets", min_subjects=2):
-    """Check a list of (n_samples, n_voxels) arrays with the same samples; return float64."""
+def validate_datasets(datasets, name="datasets", min_subjects=2, keep_float32=False, block=4096):
+    """Check a list of (n_samples, n_voxels) arrays with the same samples.
+
+    Returns float64 arrays; with ``keep_float32``, float32 arrays are returned as they are
+    (no float64 copy: every alignment estimator converts them exactly at its own entry).
+    Values are checked in blocks of ``block`` voxels, so the checks' temporaries stay small.
+    """
     if isinstance(datasets, np.ndarray) and datasets.ndim == 3:
         datasets = list(datasets)
     if not isinstance(datasets, (list, tuple)):
@@ -85,6 +90,7 @@ def validate_datasets(datasets, name="datasets", min_subjects=2):
             f"`{name}` must hold at least {min_subjects} subjects to align them to a common "
             f"space; got {len(datasets)}. Pass every subject's data in one list."
         )
+    kept = (np.float64, np.float32) if keep_float32 else (np.float64,)
     out = []
     for i, X in enumerate(datasets):
         X = np.asarray(X)
@@ -92,9 +98,11 @@ def validate_datasets(datasets, name="datasets", min_subjects=2):
             raise InputValidationError(
                 f"`{name}[{i}]` must be 2-D (n_samples, n_voxels); got shape {X.shape}."
             )
-        if X.dtype != np.float64:
+        if X.dtype not in kept:
             X = X.astype(np.float64)
-        if not np.isfinite(X).all():
+        if not all(
+            np.isfinite(X[:, start : start + block]).all() for start in range(0, X.shape[1], block)
+        ):
             raise InputValidationError(
                 f"`{name}[{i}]` contains NaN or infinite values; mask or impute them first."
             )
@@ -107,7 +115,11 @@ def validate_datasets(datasets, name="datasets", min_subjects=2):
             "the runs to a common length (or select the same trials) before hyperalignment."
         )
     for i, X in enumerate(out):
-        if X.shape[0] < 2 or not np.any(X.std(axis=0) > 0):
+        varies = X.shape[0] >= 2 and any(
+            np.any(X[:, start : start + block].std(axis=0) > 0)
+            for start in range(0, X.shape[1], block)
+        )
+        if not varies:
             raise InputValidationError(
                 f"`{name}[{i}]` has no voxel that varies over samples; check its mask and run."
             )

@@ -197,20 +197,6 @@ def column_mean(X, chunk=8192):
     return out
 
 
-def sum_atoms(stats, train_atoms, n_atoms, total=None):
-    """Sum of per-atom statistics (atom axis first) over the training atoms."""
-    if len(train_atoms) * 2 > n_atoms:
-        rest = np.setdiff1d(np.arange(n_atoms), train_atoms)
-        out = stats.sum(axis=0) if total is None else total
-        for a in rest:
-            out = out - stats[a]
-        return out
-    out = stats[train_atoms[0]].copy()
-    for a in train_atoms[1:]:
-        out = out + stats[a]
-    return out
-
-
 def solve(M, R):
     """Batched ``M^-1 R``; least squares for the (rare) singular systems, decided system by
     system (so a system's answer never depends on the others of its batch)."""
